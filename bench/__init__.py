@@ -1,0 +1,1 @@
+"""Side-by-side streaming benchmarks for streamchat and its peers (run: python -m bench.run)."""
