@@ -1,0 +1,71 @@
+"""The FastAPI application: routers, CORS, errors, and model loading in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from streamchat.api import errors, glm, health, openai
+from streamchat.api.state import ModelInfo, ServerState
+from streamchat.config import Settings
+from streamchat.engine.factory import BuiltEngine, build_engine
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
+    """`built` lets a caller hand over an engine it has already loaded; otherwise we load in the background."""
+    state = ServerState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = None
+        if built is not None:
+            _attach(state, built)
+        else:
+            task = asyncio.create_task(_load(state))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+            if state.engine is not None:
+                state.engine.stop()
+
+    app = FastAPI(title="streamchat", version="0.1.0", lifespan=lifespan)
+    app.state.streamchat = state
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=False,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Stream-Id", "Retry-After"],
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(openai.router)
+    app.include_router(glm.router)
+    return app
+
+
+def _attach(state: ServerState, built: BuiltEngine) -> None:
+    built.engine.start()
+    state.model = ModelInfo(built.name, built.max_model_len, built.tokenizer, int(time.time()))
+    state.engine = built.engine
+
+
+async def _load(state: ServerState) -> None:
+    try:
+        built = await asyncio.to_thread(build_engine, state.settings)
+    except Exception as exc:
+        log.exception("model failed to load")
+        state.load_error = str(exc)
+        return
+    _attach(state, built)
+    log.info("serving %s", built.name)

@@ -1,0 +1,131 @@
+"""The seed's protocol and ChatGLM-6B's `api.py`, byte for byte.
+
+- `POST /stream` `{prompt, history, max_length?, top_p?, temperature?}` → events
+  `data: {"id": 0, "time": "%Y-%m-%d %H:%M:%S", "text": "…"}` then `data: [DONE]`.
+- `GET /stream?prompt=…&history=[…]` → the same stream, for the browser's `EventSource`.
+- `POST /` → `{"response", "history", "status": 200, "time"}`, not streamed.
+
+`max_length` keeps ChatGLM's meaning: prompt and answer together.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from streamchat.api.errors import APIError, error_body
+from streamchat.api.state import ServerState, State
+from streamchat.chat.prompt import PromptTooLongError, fit_history
+from streamchat.engine.types import Delta, GenerationRequest, SamplingParams
+from streamchat.sse import framing
+from streamchat.sse.response import sse_response
+
+router = APIRouter()
+
+Round = Annotated[list[str], Field(min_length=2, max_length=2)]
+
+
+class GLMRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(..., min_length=1)
+    history: list[Round] = Field(default_factory=list)
+    max_length: int | None = Field(None, ge=2)
+    top_p: float = Field(0.7, gt=0.0, le=1.0)
+    temperature: float = Field(0.95, ge=0.0, le=2.0)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("prompt must not be blank")
+        return v
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _null_history(cls, v: object) -> object:
+        return [] if v is None else v
+
+
+def _now() -> str:
+    return datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _build(body: GLMRequest, state: ServerState) -> GenerationRequest:
+    _, info = state.require_ready()
+    window = min(info.max_model_len, body.max_length or info.max_model_len)
+    reserved = max(1, min(state.settings.default_max_tokens, window // 4))
+    try:
+        fitted = fit_history(
+            info.tokenizer,
+            body.history,
+            body.prompt,
+            context=window,
+            reserved=reserved,
+            max_rounds=state.settings.history_rounds,
+        )
+    except PromptTooLongError as exc:
+        raise APIError(400, str(exc), param="prompt", code="context_length_exceeded") from exc
+    room = window - len(fitted.token_ids)
+    max_tokens = room if body.max_length else min(state.settings.default_max_tokens, room)
+    params = SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p)
+    return GenerationRequest(fitted.token_ids, params)
+
+
+async def _seed_events(deltas: AsyncIterator[Delta]) -> AsyncIterator[bytes]:
+    async for d in deltas:
+        if d.error:
+            yield framing.json_event(
+                error_body(500, f"generation failed: {d.error}", code="generation_failed"), event_name="error"
+            )
+            break
+        if d.text:
+            yield framing.json_event({"id": 0, "time": _now(), "text": d.text}, compact=False)
+    yield framing.done()
+
+
+def _stream(body: GLMRequest, state: ServerState) -> Response:
+    deltas = state.submit(_build(body, state))
+    return sse_response(_seed_events(deltas), ping_interval=state.settings.ping_interval)
+
+
+@router.post("/stream", response_model=None)
+async def stream_post(body: GLMRequest, state: State) -> Response:
+    return _stream(body, state)
+
+
+@router.get("/stream", response_model=None)
+async def stream_get(
+    state: State,
+    prompt: Annotated[str, Query(min_length=1)],
+    history: Annotated[str | None, Query(description="JSON list of [question, answer] pairs")] = None,
+    max_length: Annotated[int | None, Query(ge=2)] = None,
+    top_p: Annotated[float, Query(gt=0.0, le=1.0)] = 0.7,
+    temperature: Annotated[float, Query(ge=0.0, le=2.0)] = 0.95,
+) -> Response:
+    try:
+        rounds = json.loads(history) if history else []
+        body = GLMRequest(prompt=prompt, history=rounds, max_length=max_length, top_p=top_p, temperature=temperature)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise APIError(400, f"invalid query: {exc}", param="history" if history else "prompt") from exc
+    return _stream(body, state)
+
+
+@router.post("/", response_model=None)
+async def chatglm_api(body: GLMRequest, state: State) -> Response:
+    request = _build(body, state)
+    parts, last = [], None
+    async for d in state.submit(request):
+        parts.append(d.text)
+        last = d
+    if last is None or last.error:
+        raise APIError(500, f"generation failed: {last.error if last else 'no output'}", code="generation_failed")
+    response = "".join(parts)
+    history = [list(r) for r in body.history] + [[body.prompt, response]]
+    return JSONResponse({"response": response, "history": history, "status": 200, "time": _now()})

@@ -1,0 +1,79 @@
+"""What the routes share: settings, and the engine once the model has loaded.
+
+The model loads on a background thread after the server starts listening, so `/health` can say
+503 while loading, and every model route gives a clear 503 until then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from streamchat.api.errors import APIError
+from streamchat.config import Settings
+from streamchat.engine.async_engine import AsyncEngine
+from streamchat.engine.types import Delta, GenerationRequest
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    max_model_len: int
+    tokenizer: object
+    created: int
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    engine: AsyncEngine | None = None
+    model: ModelInfo | None = None
+    load_error: str | None = None
+    counters: dict[str, int] = field(default_factory=lambda: {"disconnects": 0})
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None and self.engine.alive
+
+    def require_ready(self) -> tuple[AsyncEngine, ModelInfo]:
+        if self.load_error:
+            raise APIError(503, f"the model failed to load: {self.load_error}", code="model_load_failed")
+        if self.engine is None or self.model is None:
+            raise APIError(
+                503, "the model is still loading; retry shortly", code="model_loading", headers={"Retry-After": "5"}
+            )
+        if not self.engine.alive:
+            raise APIError(503, "the engine has stopped", code="engine_dead")
+        return self.engine, self.model
+
+    def check_model_name(self, requested: str | None) -> None:
+        _, info = self.require_ready()
+        if requested and requested != info.name:
+            raise APIError(
+                404,
+                f"The model '{requested}' does not exist; this server serves '{info.name}'",
+                param="model",
+                code="model_not_found",
+            )
+
+    def submit(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Queue a request, refusing at once (429) when the waiting queue is full."""
+        engine, _ = self.require_ready()
+        if engine.num_waiting >= self.settings.max_queue:
+            raise APIError(
+                429,
+                f"the server is at capacity ({self.settings.max_queue} requests waiting); retry later",
+                code="queue_full",
+                headers={"Retry-After": "1"},
+            )
+        return engine.generate(request)
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.streamchat
+
+
+State = Annotated[ServerState, Depends(get_state)]

@@ -1,0 +1,58 @@
+"""One typed settings object, read from flags and `STREAMCHAT_*` environment variables.
+
+It is checked once at start-up; a bad value fails with the key and the value named, before any
+model is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "streamchat"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMCHAT_", extra="forbid", validate_default=True)
+
+    model: str | None = Field(None, description="Local directory, .gguf file or hub id; default: embedded")
+    served_model_name: str | None = Field(None, description="Name shown in /v1/models")
+    engine: Literal["auto", "transformers", "llamacpp"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    max_model_len: int | None = Field(None, ge=16)
+    max_num_seqs: int = Field(64, ge=1, le=4096)
+    max_queue: int = Field(256, ge=0)
+    cache_tokens: int | None = Field(None, ge=16, description="KV cache budget in tokens; default from free memory")
+    prefill_chunk: int = Field(512, ge=1)
+    history_rounds: int | None = Field(None, ge=0)
+    default_max_tokens: int = Field(512, ge=1)
+    ping_interval: float = Field(15.0, gt=0)
+    threads: int | None = Field(None, ge=1)
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    seed: int = 0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> Settings:
+        if self.cache_tokens is not None and self.max_model_len is not None and self.cache_tokens < self.max_model_len:
+            raise ValueError(
+                f"cache_tokens={self.cache_tokens} is smaller than max_model_len={self.max_model_len}: "
+                "a single full-length request could never run"
+            )
+        return self

@@ -1,0 +1,149 @@
+"""The bridge between asyncio and the engine thread.
+
+The model never runs on the event loop: one daemon thread owns the `LLMEngine` and loops
+`step()` while there is work, sleeping on its inbox otherwise. Requests and aborts reach it through
+a thread-safe queue; each step's deltas go back in one `call_soon_threadsafe` per event loop, so
+the cost on the loop is one callback per step, not one per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from streamchat.engine.llm_engine import LLMEngine
+from streamchat.engine.types import Delta, FinishReason, GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Stream:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Delta]
+
+
+class EngineDeadError(RuntimeError):
+    """The engine thread has stopped; no request can be served."""
+
+
+class AsyncEngine:
+    def __init__(self, engine: LLMEngine, on_death: Callable[[BaseException], None] | None = None) -> None:
+        self.engine = engine
+        self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        self._streams: dict[str, _Stream] = {}
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="streamchat-engine", daemon=True)
+        self._stopping = False
+        self._on_death = on_death
+        self.error: BaseException | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        self._inbox.put(("wake", None))
+        self._thread.join(timeout)
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests accepted but not yet running (queued in the engine or still in the inbox)."""
+        with self._lock:
+            streams = len(self._streams)
+        return max(0, streams - self.engine.num_running)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.error is None
+
+    # -- requests -------------------------------------------------------------------------------
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Stream deltas for `request`; leaving the iteration early aborts the request."""
+        if not self.alive:
+            raise EngineDeadError("the engine is not running")
+        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            self._streams[request.request_id] = stream
+        self._inbox.put(("add", request))
+        finished = False
+        try:
+            while not finished:
+                delta = await stream.queue.get()
+                finished = delta.finished
+                yield delta
+        finally:
+            if not finished:
+                self.abort(request.request_id)
+            with self._lock:
+                self._streams.pop(request.request_id, None)
+
+    def abort(self, request_id: str) -> None:
+        self._inbox.put(("abort", request_id))
+
+    # -- the thread -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                self._drain_inbox(block=not self.engine.has_work)
+                if self.engine.has_work:
+                    self._step()
+        except BaseException as exc:  # the thread must never die silently
+            log.exception("engine thread died")
+            self.error = exc
+            self._fail_streams(str(exc))
+            if self._on_death is not None:
+                self._on_death(exc)
+
+    def _drain_inbox(self, block: bool) -> None:
+        try:
+            item = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            kind, payload = item
+            if kind == "add":
+                self.engine.add(payload)  # type: ignore[arg-type]
+            elif kind == "abort":
+                delta = self.engine.abort(payload)  # type: ignore[arg-type]
+                if delta is not None:
+                    self._deliver([(payload, delta)])  # type: ignore[list-item]
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _step(self) -> None:
+        try:
+            outputs = self.engine.step()
+        except Exception as exc:  # a failed forward ends the affected streams, not the server
+            log.exception("engine step failed")
+            outputs = self.engine.fail_all(f"{type(exc).__name__}: {exc}")
+        self._deliver(outputs)
+
+    def _deliver(self, outputs: list[tuple[str, Delta]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Delta], Delta]]] = {}
+        with self._lock:
+            for request_id, delta in outputs:
+                stream = self._streams.get(request_id)
+                if stream is not None:
+                    by_loop.setdefault(stream.loop, []).append((stream.queue, delta))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: its readers are gone
+                loop.call_soon_threadsafe(_put_all, items)
+
+    def _fail_streams(self, message: str) -> None:
+        with self._lock:
+            ids = list(self._streams)
+        self._deliver([(i, Delta("", finish_reason=FinishReason.ERROR, error=message)) for i in ids])
+
+
+def _put_all(items: list[tuple[asyncio.Queue[Delta], Delta]]) -> None:
+    for q, delta in items:
+        q.put_nowait(delta)

@@ -1,0 +1,217 @@
+"""The synchronous engine: one `step()` admits, prefills, decodes, samples and detokenizes.
+
+It runs on the engine's own thread (see `async_engine.py`) and knows nothing of HTTP. Each step:
+
+    admit waiting → one prefill forward (chunked) → one decode forward for every running row
+    → sample each row with its own parameters → detokenize → finish or continue
+
+Prefill and decode are separate forwards because on a CPU a decode row padded to a prefill
+chunk's length would cost that whole chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from streamchat.engine.detokenizer import IncrementalDetokenizer
+from streamchat.engine.sampler import RowState, Sampled, sample
+from streamchat.engine.scheduler import Scheduler
+from streamchat.engine.sequence import SeqStatus, Sequence
+from streamchat.engine.stops import StopMatcher
+from streamchat.engine.types import Delta, FinishReason, GenerationRequest, TokenLogprob, Usage
+
+log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    cache: object
+
+    def forward(self, first_row: int, chunks: list[list[int]], starts: list[int]) -> torch.Tensor: ...
+
+
+class Tokenizer(Protocol):
+    def decode(self, ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+
+
+@dataclass
+class EngineStats:
+    """Counters that tests and /metrics read."""
+
+    finished: int = 0
+    aborted: int = 0
+    preempted: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    steps: int = 0
+
+
+class LLMEngine:
+    def __init__(
+        self,
+        runner: Runner,
+        tokenizer: Tokenizer,
+        eos_token_ids: set[int],
+        max_model_len: int,
+        max_num_seqs: int,
+        cache_tokens: int,
+        prefill_chunk: int = 512,
+        seed: int = 0,
+    ) -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.eos_token_ids = eos_token_ids
+        self.max_model_len = max_model_len
+        self.prefill_chunk = prefill_chunk
+        self.scheduler = Scheduler(runner.cache, max_num_seqs, cache_tokens)
+        self.stats = EngineStats()
+        self._by_id: dict[str, Sequence] = {}
+        self._rng = torch.Generator().manual_seed(seed)
+
+    # -- requests in and out ------------------------------------------------------------------
+    def add(self, request: GenerationRequest) -> None:
+        p = request.params
+        seq = Sequence(
+            request=request,
+            detok=IncrementalDetokenizer(self.tokenizer, request.prompt_token_ids),
+            stops=StopMatcher(p.stop),
+            generator=torch.Generator().manual_seed(p.seed) if p.seed is not None else None,
+        )
+        self._by_id[seq.id] = seq
+        self.scheduler.waiting.append(seq)
+        self.stats.prompt_tokens += len(request.prompt_token_ids)
+
+    def abort(self, request_id: str) -> Delta | None:
+        seq = self._by_id.get(request_id)
+        if seq is None:
+            return None
+        if seq.status is SeqStatus.WAITING:
+            self.scheduler.drop_waiting(seq)
+        else:
+            self.scheduler.remove(seq)
+        self.stats.aborted += 1
+        return self._finish(seq, FinishReason.ABORT, "")
+
+    def fail_all(self, message: str) -> list[tuple[str, Delta]]:
+        """After a failed step nothing in the cache can be trusted: end every sequence with an error."""
+        out = []
+        for seq in list(self._by_id.values()):
+            if seq.status is SeqStatus.WAITING:
+                self.scheduler.drop_waiting(seq)
+            else:
+                self.scheduler.remove(seq)
+            out.append((seq.id, self._finish(seq, FinishReason.ERROR, "", error=message)))
+        return out
+
+    @property
+    def num_running(self) -> int:
+        return len(self.scheduler.rows)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.scheduler.waiting)
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    # -- the loop -----------------------------------------------------------------------------
+    def step(self) -> list[tuple[str, Delta]]:
+        self.stats.steps += 1
+        out: list[tuple[str, Delta]] = []
+        self.scheduler.admit()
+        if self.scheduler.prefilling:
+            self._prefill(out)
+        self.stats.preempted += len(self.scheduler.make_room_for_decode())
+        if self.scheduler.decoding:
+            self._decode(out)
+        return out
+
+    def _prefill(self, out: list[tuple[str, Delta]]) -> None:
+        """One forward over a contiguous run of prefilling rows, at most `prefill_chunk` tokens."""
+        seqs, chunks, budget = [], [], self.prefill_chunk
+        for seq in self.scheduler.prefilling:
+            if budget <= 0:
+                break
+            chunk = seq.uncached[:budget]
+            seqs.append(seq)
+            chunks.append(chunk)
+            budget -= len(chunk)
+        logits = self.runner.forward(seqs[0].row, chunks, [s.num_cached for s in seqs])
+        done, done_logits = [], []
+        for i, (seq, chunk) in enumerate(zip(seqs, chunks, strict=True)):
+            seq.num_cached += len(chunk)
+            if not seq.uncached:
+                done.append(seq)
+                done_logits.append(logits[i])
+        if done:
+            self.scheduler.promote(done)
+            self._sample_and_emit(done, torch.stack(done_logits), out)
+
+    def _decode(self, out: list[tuple[str, Delta]]) -> None:
+        seqs = self.scheduler.decoding
+        chunks = [[s.output_ids[-1]] for s in seqs]
+        logits = self.runner.forward(0, chunks, [s.num_cached for s in seqs])  # [rows, vocab]
+        for s in seqs:
+            s.num_cached += 1
+        self._sample_and_emit(seqs, logits, out)
+
+    def _sample_and_emit(self, seqs: list[Sequence], logits: torch.Tensor, out: list) -> None:
+        rows = [self._row_state(s) for s in seqs]
+        picked = sample(logits, rows, self._rng)
+        for seq, choice in zip(seqs, picked, strict=True):
+            out.append((seq.id, self._advance(seq, choice)))
+
+    def _row_state(self, seq: Sequence) -> RowState:
+        p = seq.request.params
+        banned: tuple[int, ...] = ()
+        if p.ignore_eos or len(seq.output_ids) < p.min_tokens:
+            banned = tuple(self.eos_token_ids)
+            if len(seq.output_ids) < p.min_tokens:
+                banned += p.stop_token_ids
+        return RowState(p, seq.prompt_ids, seq.output_ids, seq.generator, banned)
+
+    def _advance(self, seq: Sequence, choice: Sampled) -> Delta:
+        """Append one sampled token and turn it into the delta the client sees."""
+        p = seq.request.params
+        tok = choice.token_id
+        seq.output_ids.append(tok)
+        self.stats.generated_tokens += 1
+        logprobs = self._logprobs(choice)
+        is_eos = tok in self.eos_token_ids and not p.ignore_eos
+        if is_eos or tok in p.stop_token_ids:
+            return self._end(seq, FinishReason.STOP, self._final_text(seq), logprobs, (tok,))
+        text = seq.stops.feed(seq.detok.add(tok))
+        if seq.stops.stopped:
+            return self._end(seq, FinishReason.STOP, text, logprobs, (tok,))
+        if len(seq.output_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
+            return self._end(seq, FinishReason.LENGTH, text + self._final_text(seq), logprobs, (tok,))
+        return Delta(text=text, token_ids=(tok,), logprobs=logprobs)
+
+    def _final_text(self, seq: Sequence) -> str:
+        text = seq.stops.feed(seq.detok.finish())
+        return text if seq.stops.stopped else text + seq.stops.flush()
+
+    def _end(self, seq: Sequence, reason: FinishReason, text: str, logprobs, token_ids) -> Delta:
+        self.scheduler.remove(seq)
+        self.stats.finished += 1
+        return self._finish(seq, reason, text, logprobs=logprobs, token_ids=token_ids)
+
+    def _finish(self, seq: Sequence, reason: FinishReason, text: str, logprobs=(), token_ids=(), error=None):
+        seq.status, seq.finish_reason = SeqStatus.FINISHED, reason
+        self._by_id.pop(seq.id, None)
+        usage = Usage(len(seq.prompt_ids), len(seq.output_ids))
+        return Delta(text, tuple(token_ids), reason, usage, tuple(logprobs), error)
+
+    def _logprobs(self, choice: Sampled) -> tuple[TokenLogprob, ...]:
+        if choice.logprob is None:
+            return ()
+        top = tuple((self._piece(t), lp, list(self._piece(t).encode())) for t, lp in choice.top)
+        piece = self._piece(choice.token_id)
+        return (TokenLogprob(piece, choice.logprob, list(piece.encode()), top),)
+
+    def _piece(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)

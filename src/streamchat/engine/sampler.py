@@ -1,0 +1,124 @@
+"""Batched sampling where every row carries its own parameters.
+
+One call handles a whole decode step: penalties and filters are applied only to the rows that
+ask for them, greedy rows take the argmax, and each seeded row draws from its own
+`torch.Generator`, so a seeded answer does not depend on what else is in the batch and the global
+RNG is never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from streamchat.engine.types import SamplingParams
+
+
+@dataclass
+class RowState:
+    """What the sampler needs to know about one sequence."""
+
+    params: SamplingParams
+    prompt_ids: list[int]
+    output_ids: list[int]
+    generator: torch.Generator | None
+    banned_ids: tuple[int, ...] = ()  # ids that may not be drawn yet (EOS before min_tokens)
+
+
+@dataclass(frozen=True)
+class Sampled:
+    token_id: int
+    logprob: float | None = None
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def sample(logits: torch.Tensor, rows: list[RowState], shared_rng: torch.Generator) -> list[Sampled]:
+    """Pick one token per row. logits: [batch, vocab] (float32)."""
+    logits = logits.float()
+    want_logprobs = any(r.params.logprobs for r in rows)
+    raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None  # [batch, vocab]
+    logits = _apply_penalties_and_bans(logits, rows)
+    tokens = _choose(logits, rows, shared_rng)
+    return [_with_logprobs(i, tok, rows[i], raw_logprobs) for i, tok in enumerate(tokens)]
+
+
+def _apply_penalties_and_bans(logits: torch.Tensor, rows: list[RowState]) -> torch.Tensor:
+    needs = [i for i, r in enumerate(rows) if r.params.needs_penalties or r.banned_ids]
+    if not needs:
+        return logits
+    logits = logits.clone()
+    for i in needs:
+        r = rows[i]
+        if r.params.needs_penalties:
+            logits[i] = _penalised(logits[i], r)
+        if r.banned_ids:
+            logits[i, list(r.banned_ids)] = float("-inf")
+    return logits
+
+
+def _penalised(row: torch.Tensor, r: RowState) -> torch.Tensor:
+    """Repetition penalty (HF's, over prompt and output), presence/frequency (OpenAI's, output)."""
+    p = r.params
+    if p.repetition_penalty != 1.0:
+        seen = torch.tensor(sorted(set(r.prompt_ids) | set(r.output_ids)), dtype=torch.long)
+        if len(seen):
+            vals = row[seen]
+            row[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+    if r.output_ids and (p.presence_penalty or p.frequency_penalty):
+        ids, counts = torch.tensor(r.output_ids, dtype=torch.long).unique(return_counts=True)
+        row[ids] -= p.frequency_penalty * counts.to(row.dtype) + p.presence_penalty
+    return row
+
+
+def _choose(logits: torch.Tensor, rows: list[RowState], shared_rng: torch.Generator) -> list[int]:
+    tokens = logits.argmax(dim=-1).tolist()
+    sampled = [i for i, r in enumerate(rows) if not r.params.greedy]
+    if not sampled:
+        return tokens
+    probs = _filtered_probs(logits[sampled], [rows[i].params for i in sampled])  # [n, vocab]
+    unseeded = [j for j, i in enumerate(sampled) if rows[i].generator is None]
+    if unseeded:
+        draws = torch.multinomial(probs[unseeded], 1, generator=shared_rng).squeeze(1).tolist()
+        for j, tok in zip(unseeded, draws, strict=True):
+            tokens[sampled[j]] = tok
+    for j, i in enumerate(sampled):
+        if rows[i].generator is not None:
+            tokens[i] = int(torch.multinomial(probs[j], 1, generator=rows[i].generator))
+    return tokens
+
+
+def _filtered_probs(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    """Temperature, then top-k, top-p and min-p, each row with its own values."""
+    temps = torch.tensor([p.temperature for p in params], dtype=logits.dtype).unsqueeze(1)
+    logits = logits / temps
+    if any(p.top_k > 0 or p.top_p < 1.0 for p in params):
+        logits = _top_k_top_p(logits, params)
+    probs = torch.softmax(logits, dim=-1)
+    if any(p.min_p > 0 for p in params):
+        min_p = torch.tensor([p.min_p for p in params], dtype=probs.dtype).unsqueeze(1)
+        probs = torch.where(probs < min_p * probs.max(dim=-1, keepdim=True).values, 0.0, probs)
+    return probs
+
+
+def _top_k_top_p(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    vocab = logits.shape[-1]
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # [n, vocab]
+    ks = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params]).unsqueeze(1)
+    ranks = torch.arange(vocab).unsqueeze(0)
+    remove = ranks >= ks
+    top_p = torch.tensor([p.top_p for p in params], dtype=logits.dtype).unsqueeze(1)
+    cum = torch.softmax(sorted_logits.masked_fill(remove, float("-inf")), dim=-1).cumsum(dim=-1)
+    remove |= (cum - torch.softmax(sorted_logits.masked_fill(remove, float("-inf")), dim=-1)) >= top_p
+    sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+    return torch.empty_like(logits).scatter_(1, order, sorted_logits)
+
+
+def _with_logprobs(i: int, token: int, r: RowState, raw: torch.Tensor | None) -> Sampled:
+    if raw is None or not r.params.logprobs:
+        return Sampled(token)
+    top: tuple[tuple[int, float], ...] = ()
+    if r.params.top_logprobs:
+        vals, ids = raw[i].topk(r.params.top_logprobs)
+        top = tuple(zip(ids.tolist(), vals.tolist(), strict=True))
+    return Sampled(token, float(raw[i, token]), top)

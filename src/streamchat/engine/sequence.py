@@ -1,0 +1,59 @@
+"""One request's state inside the engine, made explicit.
+
+A sequence moves WAITING → PREFILLING → DECODING → FINISHED; preemption moves it back to
+WAITING (its output is kept and recomputed), abort moves it straight to FINISHED.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+from streamchat.engine.detokenizer import IncrementalDetokenizer
+from streamchat.engine.stops import StopMatcher
+from streamchat.engine.types import FinishReason, GenerationRequest
+
+
+class SeqStatus(enum.Enum):
+    WAITING = enum.auto()
+    PREFILLING = enum.auto()
+    DECODING = enum.auto()
+    FINISHED = enum.auto()
+
+
+@dataclass(eq=False)
+class Sequence:
+    request: GenerationRequest
+    detok: IncrementalDetokenizer
+    stops: StopMatcher
+    generator: torch.Generator | None
+    status: SeqStatus = SeqStatus.WAITING
+    output_ids: list[int] = field(default_factory=list)
+    num_cached: int = 0  # tokens whose keys/values are in the cache
+    finish_reason: FinishReason | None = None
+    row: int = -1
+
+    @property
+    def id(self) -> str:
+        return self.request.request_id
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        return self.request.prompt_token_ids
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def uncached(self) -> list[int]:
+        """Tokens to feed next: the rest of the prompt (and output, after preemption)."""
+        ids = self.prompt_ids + self.output_ids
+        return ids[self.num_cached :]
+
+    def preempt(self) -> None:
+        self.status = SeqStatus.WAITING
+        self.num_cached = 0
+        self.row = -1

@@ -1,0 +1,47 @@
+"""Server-Sent Events framing, per the WHATWG HTML standard, in one pure module.
+
+Every byte a stream sends is built here and nowhere else. Lines end in `\\n`; a `data` value with
+line breaks (`\\r\\n`, `\\r` or `\\n`) becomes several `data:` lines, which a conforming parser
+joins back with `\\n`. Keep-alive comments are sent *without* a blank line after them: the official
+`openai` Python SDK treats a comment followed by a blank line as an event with empty data and
+fails to parse it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+DONE = "[DONE]"
+
+
+def _clean(field: str) -> str:
+    """id and event values cannot hold line breaks (or NUL, for ids); drop them."""
+    return _LINE_BREAK.sub("", field).replace("\0", "")
+
+
+def event(data: str, *, event: str | None = None, id: str | None = None, retry: int | None = None) -> bytes:
+    lines = []
+    if id is not None:
+        lines.append(f"id: {_clean(id)}")
+    if event is not None:
+        lines.append(f"event: {_clean(event)}")
+    if retry is not None:
+        lines.append(f"retry: {int(retry)}")
+    lines.extend(f"data: {chunk}" for chunk in _LINE_BREAK.split(data))
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def json_event(obj: object, *, event_name: str | None = None, id: str | None = None, compact: bool = True) -> bytes:
+    seps = (",", ":") if compact else (", ", ": ")
+    return event(json.dumps(obj, ensure_ascii=False, separators=seps), event=event_name, id=id)
+
+
+def done(id: str | None = None) -> bytes:
+    return event(DONE, id=id)
+
+
+def comment(text: str = "ping") -> bytes:
+    """A keep-alive line; no blank line follows (see the module docstring)."""
+    return "".join(f": {line}\n" for line in _LINE_BREAK.split(text)).encode("utf-8")
