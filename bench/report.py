@@ -77,21 +77,20 @@ def _notes(servers: dict[str, Any], tokens: int) -> list[str]:
     notes = []
     for name, result in servers.items():
         if result.get("skipped"):
-            notes.append(f"- **{name} skipped**: {result['skipped'].splitlines()[0]}")
+            lines = result["skipped"].splitlines()
+            notes.append(f"- **{name} skipped**: {' … '.join(dict.fromkeys(lines[:1] + lines[-1:]))}")
         for lv in result.get("levels", []):
             if lv.get("wrong_lengths"):
                 notes.append(f"- {name} C={lv['concurrency']}: lengths ≠ {tokens}: {lv['wrong_lengths']}")
             if lv.get("errors"):
-                notes.append(
-                    f"- {name} C={lv['concurrency']}: {len(lv['errors'])} errors, first: {lv['errors'][0]}"
-                )
+                notes.append(f"- {name} C={lv['concurrency']}: {len(lv['errors'])} errors, first: {lv['errors'][0]}")
     return notes
 
 
 def markdown(run: dict[str, Any]) -> str:
     """The run as markdown: context first, then one row per server and concurrency."""
     m, servers, tokens = run["machine"], run["servers"], run["tokens"]
-    included = [n for n, r in servers.items() if not r.get("skipped")]
+    ran = {n: r for n, r in servers.items() if not r.get("skipped")}
     lines = [
         f"## Run of {run['started']}",
         "",
@@ -99,11 +98,10 @@ def markdown(run: dict[str, Any]) -> str:
         f"torch {m['torch']}, transformers {m['transformers']}, llama-cpp-python {m['llama-cpp-python']}; "
         f"commit {m['commit']}",
         f"- Command: `{run['command']}`",
-        f"- Servers included: {', '.join(included) or 'none'}",
         f"- Each request: one user prompt, greedy, exactly {tokens} generated tokens forced per server; "
         f"{run['waves']} wave(s) per level, all C streams started together.",
-        "",
-        *(f"  - {n}: {r['note']}" for n, r in servers.items() if r.get("note") and not r.get("skipped")),
+        f"- Servers included: {', '.join(ran) or 'none'}",
+        *(f"  - {n}: {r['note']}; load average before start {r['load_before']:.2f}" for n, r in ran.items()),
         "",
         "Aggregate output tokens/s = all generated tokens / wall time of the wave. TTFT and ITL in ms "
         "(ITL = gaps between content chunks as they arrive). Ratios are tokens/s against the same C.",

@@ -10,7 +10,9 @@ import argparse
 import asyncio
 import datetime
 import json
+import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -80,11 +82,13 @@ async def measure_server(target: Target, args: argparse.Namespace, name: str) ->
 def run_server(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Start, measure and stop one server; a server that cannot start is reported as skipped."""
     peer = PEERS[name]
-    _log(f"{name}: starting")
+    load = os.getloadavg()[0]  # another busy process on 2 cores skews everything: keep it on record
+    _log(f"{name}: starting (1-min load average {load:.2f})")
     try:
         with running(peer) as target:
             _log(f"{name}: ready at {target.base_url} (model {target.model or '-'})")
-            return {"note": peer.note, "levels": asyncio.run(measure_server(target, args, name))}
+            levels = asyncio.run(measure_server(target, args, name))
+            return {"note": peer.note, "load_before": load, "levels": levels}
     except Unavailable as exc:
         _log(f"{name}: SKIPPED: {exc}")
         return {"note": peer.note, "skipped": str(exc), "levels": []}
@@ -93,8 +97,23 @@ def run_server(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return {"note": peer.note, "skipped": "warm-up timed out", "levels": []}
 
 
+def _stop_on_signals() -> None:
+    """Turn SIGTERM/SIGINT into exceptions so that the running server is stopped on the way out.
+
+    Why: a run started with ``&`` inherits SIGINT ignored, and SIGTERM would otherwise kill the
+    harness at once and leave its server orphaned.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _stop_on_signals()
     args = parse_args(argv)
     run = {
         "started": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),

@@ -57,9 +57,7 @@ def _pick(logits: torch.Tensor, temperature: float, top_p: float) -> int:
 def stream_chat(prompt: str, history: list[list[str]], options: dict[str, Any]) -> Iterator[str]:
     """Yield the whole answer so far after every token, like ChatGLM's ``model.stream_chat``."""
     assert MODEL is not None and TOKENIZER is not None
-    ids = TOKENIZER.apply_chat_template(
-        _messages(prompt, history), add_generation_prompt=True, return_dict=False
-    )
+    ids = TOKENIZER.apply_chat_template(_messages(prompt, history), add_generation_prompt=True, return_dict=False)
     input_ids = torch.tensor([ids])  # [1, prompt_len]
     budget = int(options.get("max_length", 2048)) - len(ids)
     max_new = min(int(options.get("max_new_tokens", budget)), budget)
