@@ -62,10 +62,12 @@ class ServerState:
     def submit(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         """Queue a request, refusing at once (429) when the waiting queue is full."""
         engine, _ = self.require_ready()
-        if engine.num_waiting >= self.settings.max_queue:
+        capacity = self.settings.max_num_seqs + self.settings.max_queue
+        if engine.num_pending >= capacity:
             raise APIError(
                 429,
-                f"the server is at capacity ({self.settings.max_queue} requests waiting); retry later",
+                f"the server is at capacity ({self.settings.max_num_seqs} running and "
+                f"{self.settings.max_queue} waiting); retry later",
                 code="queue_full",
                 headers={"Retry-After": "1"},
             )

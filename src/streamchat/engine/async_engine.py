@@ -53,6 +53,12 @@ class AsyncEngine:
         self._thread.join(timeout)
 
     @property
+    def num_pending(self) -> int:
+        """Requests accepted and not yet finished, running or not."""
+        with self._lock:
+            return len(self._streams)
+
+    @property
     def num_waiting(self) -> int:
         """Requests accepted but not yet running (queued in the engine or still in the inbox)."""
         with self._lock:
@@ -64,14 +70,20 @@ class AsyncEngine:
         return self._thread.is_alive() and self.error is None
 
     # -- requests -------------------------------------------------------------------------------
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
-        """Stream deltas for `request`; leaving the iteration early aborts the request."""
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Queue `request` now and return its deltas; leaving the iteration early aborts it.
+
+        Queuing happens before the first `await`, so admission limits count this request at once.
+        """
         if not self.alive:
             raise EngineDeadError("the engine is not running")
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:
             self._streams[request.request_id] = stream
         self._inbox.put(("add", request))
+        return self._consume(request.request_id, stream)
+
+    async def _consume(self, request_id: str, stream: _Stream) -> AsyncIterator[Delta]:
         finished = False
         try:
             while not finished:
@@ -80,9 +92,9 @@ class AsyncEngine:
                 yield delta
         finally:
             if not finished:
-                self.abort(request.request_id)
+                self.abort(request_id)
             with self._lock:
-                self._streams.pop(request.request_id, None)
+                self._streams.pop(request_id, None)
 
     def abort(self, request_id: str) -> None:
         self._inbox.put(("abort", request_id))
@@ -131,7 +143,8 @@ class AsyncEngine:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Delta], Delta]]] = {}
         with self._lock:
             for request_id, delta in outputs:
-                stream = self._streams.get(request_id)
+                # a finished request leaves the table here too, in case its reader never started
+                stream = self._streams.pop(request_id, None) if delta.finished else self._streams.get(request_id)
                 if stream is not None:
                     by_loop.setdefault(stream.loop, []).append((stream.queue, delta))
         for loop, items in by_loop.items():

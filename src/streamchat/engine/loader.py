@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,13 +116,18 @@ def _converted_gguf(path: Path, cache_dir: Path) -> str:
     log.info("converting %s to fp32 weights (first start only, ~20 s)", path.name)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))  # one per process
     model.config.save_pretrained(tmp)
     model.generation_config.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     save_model(model, str(tmp / "model.safetensors"))
-    tmp.rename(folder)  # appears whole or not at all
+    try:
+        tmp.rename(folder)  # appears whole or not at all
+    except OSError:  # another process finished the same conversion first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "model.safetensors").is_file():
+            raise
     return str(folder)
 
 

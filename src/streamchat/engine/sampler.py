@@ -105,11 +105,10 @@ def _top_k_top_p(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Te
     vocab = logits.shape[-1]
     sorted_logits, order = logits.sort(dim=-1, descending=True)  # [n, vocab]
     ks = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params]).unsqueeze(1)
-    ranks = torch.arange(vocab).unsqueeze(0)
-    remove = ranks >= ks
+    remove = torch.arange(vocab).unsqueeze(0) >= ks  # outside top-k
+    probs = torch.softmax(sorted_logits.masked_fill(remove, float("-inf")), dim=-1)
     top_p = torch.tensor([p.top_p for p in params], dtype=logits.dtype).unsqueeze(1)
-    cum = torch.softmax(sorted_logits.masked_fill(remove, float("-inf")), dim=-1).cumsum(dim=-1)
-    remove |= (cum - torch.softmax(sorted_logits.masked_fill(remove, float("-inf")), dim=-1)) >= top_p
+    remove |= probs.cumsum(dim=-1) - probs >= top_p  # mass before this token already reaches top_p
     sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
     return torch.empty_like(logits).scatter_(1, order, sorted_logits)
 
