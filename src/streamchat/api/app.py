@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from streamchat.api import errors, glm, health, openai
+from streamchat.api import errors, glm, health, openai, streams
 from streamchat.api.state import ModelInfo, ServerState
 from streamchat.config import Settings
 from streamchat.engine.factory import BuiltEngine, build_engine
@@ -34,6 +34,7 @@ def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
         finally:
             if task is not None:
                 task.cancel()
+            await state.streams.shutdown()
             if state.engine is not None:
                 state.engine.stop()
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(openai.router)
+    app.include_router(streams.router)
     app.include_router(glm.router)
     return app
 

@@ -15,16 +15,17 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streamchat.api.errors import APIError, error_body
 from streamchat.api.state import ServerState, State
+from streamchat.api.streaming import resume_response, stream_response
 from streamchat.chat.prompt import PromptTooLongError, fit_history
 from streamchat.engine.types import Delta, GenerationRequest, SamplingParams
-from streamchat.sse import framing
-from streamchat.sse.response import sse_response
+from streamchat.sse.framing import DONE, to_json
+from streamchat.streams.manager import Event
 
 router = APIRouter()
 
@@ -39,6 +40,7 @@ class GLMRequest(BaseModel):
     max_length: int | None = Field(None, ge=2)
     top_p: float = Field(0.7, gt=0.0, le=1.0)
     temperature: float = Field(0.95, ge=0.0, le=2.0)
+    resumable: bool = Field(True, description="keep generating for a while after a disconnect, for resumption")
 
     @field_validator("prompt")
     @classmethod
@@ -78,26 +80,24 @@ def _build(body: GLMRequest, state: ServerState) -> GenerationRequest:
     return GenerationRequest(fitted.token_ids, params)
 
 
-async def _seed_events(deltas: AsyncIterator[Delta]) -> AsyncIterator[bytes]:
+async def _seed_events(deltas: AsyncIterator[Delta]) -> AsyncIterator[Event]:
     async for d in deltas:
         if d.error:
-            yield framing.json_event(
-                error_body(500, f"generation failed: {d.error}", code="generation_failed"), event_name="error"
-            )
+            yield "error", to_json(error_body(500, f"generation failed: {d.error}", code="generation_failed"))
             break
         if d.text:
-            yield framing.json_event({"id": 0, "time": _now(), "text": d.text}, compact=False)
-    yield framing.done()
+            yield None, to_json({"id": 0, "time": _now(), "text": d.text}, compact=False)
+    yield None, DONE
 
 
-def _stream(body: GLMRequest, state: ServerState) -> Response:
+async def _stream(body: GLMRequest, state: ServerState) -> Response:
     deltas = state.submit(_build(body, state))
-    return sse_response(_seed_events(deltas), ping_interval=state.settings.ping_interval)
+    return await stream_response(state, _seed_events(deltas), body.resumable)
 
 
 @router.post("/stream", response_model=None)
 async def stream_post(body: GLMRequest, state: State) -> Response:
-    return _stream(body, state)
+    return await _stream(body, state)
 
 
 @router.get("/stream", response_model=None)
@@ -108,13 +108,25 @@ async def stream_get(
     max_length: Annotated[int | None, Query(ge=2)] = None,
     top_p: Annotated[float, Query(gt=0.0, le=1.0)] = 0.7,
     temperature: Annotated[float, Query(ge=0.0, le=2.0)] = 0.95,
+    resumable: bool = True,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
+    """The browser's `EventSource` reconnects to this same URL with `Last-Event-ID`: resume, don't restart."""
+    if last_event_id:
+        return await resume_response(state, last_event_id, None, gone_status=204)
     try:
         rounds = json.loads(history) if history else []
-        body = GLMRequest(prompt=prompt, history=rounds, max_length=max_length, top_p=top_p, temperature=temperature)
+        body = GLMRequest(
+            prompt=prompt,
+            history=rounds,
+            max_length=max_length,
+            top_p=top_p,
+            temperature=temperature,
+            resumable=resumable,
+        )
     except (json.JSONDecodeError, ValueError) as exc:
         raise APIError(400, f"invalid query: {exc}", param="history" if history else "prompt") from exc
-    return _stream(body, state)
+    return await _stream(body, state)
 
 
 @router.post("/", response_model=None)

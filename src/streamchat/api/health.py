@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from importlib.resources import files
 
 from fastapi import APIRouter
@@ -29,6 +30,7 @@ async def health(state: State) -> JSONResponse:
             "waiting": state.engine.num_waiting,
             "finished": core.stats.finished,
             "aborted": core.stats.aborted,
+            "streams": asdict(state.streams.counters),
         }
     )
 

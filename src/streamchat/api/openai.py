@@ -19,10 +19,11 @@ from fastapi.responses import JSONResponse, Response
 from streamchat.api.errors import APIError, error_body
 from streamchat.api.openai_schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from streamchat.api.state import ModelInfo, ServerState, State
+from streamchat.api.streaming import stream_response
 from streamchat.chat.prompt import render
 from streamchat.engine.types import Delta, GenerationRequest, TokenLogprob, Usage
-from streamchat.sse import framing
-from streamchat.sse.response import sse_response
+from streamchat.sse.framing import DONE, to_json
+from streamchat.streams.manager import Event
 
 router = APIRouter(prefix="/v1")
 
@@ -115,7 +116,7 @@ async def _respond(state: ServerState, body: SamplingFields, request: Generation
     deltas = state.submit(request)
     if not body.stream:
         return JSONResponse(await _collect(deltas, shape))
-    return sse_response(_stream(deltas, shape, body.include_usage), ping_interval=state.settings.ping_interval)
+    return await stream_response(state, _stream(deltas, shape, body.include_usage), body.resumable)
 
 
 async def _collect(deltas: AsyncIterator[Delta], shape: _Shape) -> dict:
@@ -130,22 +131,20 @@ async def _collect(deltas: AsyncIterator[Delta], shape: _Shape) -> dict:
     return shape.whole("".join(text), last, logprobs)
 
 
-async def _stream(deltas: AsyncIterator[Delta], shape: _Shape, include_usage: bool) -> AsyncIterator[bytes]:
+async def _stream(deltas: AsyncIterator[Delta], shape: _Shape, include_usage: bool) -> AsyncIterator[Event]:
     usage_field = {"usage": None} if include_usage else {}
     first = shape.opening()
     if first is not None:
-        yield framing.json_event({**first, **usage_field})
+        yield None, to_json({**first, **usage_field})
     async for d in deltas:
         if d.error:
-            yield framing.json_event(
-                error_body(500, f"generation failed: {d.error}", code="generation_failed"), event_name="error"
-            )
+            yield "error", to_json(error_body(500, f"generation failed: {d.error}", code="generation_failed"))
             break
         if d.text or d.logprobs or d.finished:
-            yield framing.json_event({**shape.chunk(d), **usage_field})
+            yield None, to_json({**shape.chunk(d), **usage_field})
         if d.finished and include_usage and d.usage is not None:
-            yield framing.json_event({**shape.envelope(), "choices": [], "usage": _usage(d.usage)})
-    yield framing.done()
+            yield None, to_json({**shape.envelope(), "choices": [], "usage": _usage(d.usage)})
+    yield None, DONE
 
 
 def _usage(u: Usage) -> dict:

@@ -42,6 +42,7 @@ class SamplingFields(BaseModel):
     ignore_eos: bool = False
     min_tokens: int = Field(0, ge=0)
     user: str | None = None
+    resumable: bool = Field(True, description="keep generating for a while after a disconnect, for resumption")
 
     @field_validator("stop")
     @classmethod

@@ -16,6 +16,8 @@ from streamchat.api.errors import APIError
 from streamchat.config import Settings
 from streamchat.engine.async_engine import AsyncEngine
 from streamchat.engine.types import Delta, GenerationRequest
+from streamchat.streams.log import MemoryStreamLog
+from streamchat.streams.manager import StreamManager
 
 
 @dataclass
@@ -32,7 +34,11 @@ class ServerState:
     engine: AsyncEngine | None = None
     model: ModelInfo | None = None
     load_error: str | None = None
-    counters: dict[str, int] = field(default_factory=lambda: {"disconnects": 0})
+    streams: StreamManager = field(init=False)
+
+    def __post_init__(self) -> None:
+        log = MemoryStreamLog(self.settings.stream_retention, self.settings.stream_log_bytes)
+        self.streams = StreamManager(log, self.settings.resume_grace)
 
     @property
     def ready(self) -> bool:

@@ -33,6 +33,11 @@ def event(data: str, *, event: str | None = None, id: str | None = None, retry: 
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
+def to_json(obj: object, compact: bool = True) -> str:
+    seps = (",", ":") if compact else (", ", ": ")
+    return json.dumps(obj, ensure_ascii=False, separators=seps)
+
+
 def json_event(obj: object, *, event_name: str | None = None, id: str | None = None, compact: bool = True) -> bytes:
     seps = (",", ":") if compact else (", ", ": ")
     return event(json.dumps(obj, ensure_ascii=False, separators=seps), event=event_name, id=id)

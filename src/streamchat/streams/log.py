@@ -1,0 +1,136 @@
+"""The stream log: every event a stream sends, numbered, kept for replay after a dropped connection.
+
+A stream's events are appended by its producer and read by any number of followers, each from
+its own position. `StreamLog` is the interface; `MemoryStreamLog` keeps streams in this process
+(a shared store for several replicas can implement the same interface). The log is bounded: a
+stream is forgotten `retention` seconds after it ends, and when the total size passes
+`max_bytes` the oldest finished streams go first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    seq: int
+    data: str
+    event: str | None = None
+
+
+class UnknownStreamError(KeyError):
+    pass
+
+
+class StreamLog(Protocol):
+    async def create(self, stream_id: str) -> None: ...
+
+    async def append(self, stream_id: str, data: str, event: str | None = None) -> int: ...
+
+    async def close(self, stream_id: str) -> None: ...
+
+    async def exists(self, stream_id: str) -> bool: ...
+
+    async def is_closed(self, stream_id: str) -> bool: ...
+
+    async def last_seq(self, stream_id: str) -> int: ...
+
+    def follow(self, stream_id: str, after: int) -> AsyncIterator[LoggedEvent]: ...
+
+
+@dataclass
+class _Record:
+    events: list[LoggedEvent] = field(default_factory=list)
+    closed_at: float | None = None
+    size: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class MemoryStreamLog:
+    def __init__(self, retention: float = 600.0, max_bytes: int = 64 * 2**20) -> None:
+        self.retention = retention
+        self.max_bytes = max_bytes
+        self._streams: OrderedDict[str, _Record] = OrderedDict()
+        self._size = 0
+
+    async def create(self, stream_id: str) -> None:
+        self._expire()
+        self._streams[stream_id] = _Record()
+
+    async def append(self, stream_id: str, data: str, event: str | None = None) -> int:
+        rec = self._get(stream_id)
+        seq = len(rec.events)
+        rec.events.append(LoggedEvent(seq, data, event))
+        n = len(data.encode()) + 32
+        rec.size += n
+        self._size += n
+        self._wake(rec)
+        if self._size > self.max_bytes:
+            self._evict()
+        return seq
+
+    async def close(self, stream_id: str) -> None:
+        rec = self._streams.get(stream_id)
+        if rec is not None and rec.closed_at is None:
+            rec.closed_at = time.monotonic()
+            self._wake(rec)
+
+    async def exists(self, stream_id: str) -> bool:
+        self._expire()
+        return stream_id in self._streams
+
+    async def is_closed(self, stream_id: str) -> bool:
+        return self._get(stream_id).closed_at is not None
+
+    async def last_seq(self, stream_id: str) -> int:
+        return len(self._get(stream_id).events) - 1
+
+    async def follow(self, stream_id: str, after: int) -> AsyncIterator[LoggedEvent]:
+        """Events with `seq > after`, then new ones as they come, until the stream is closed."""
+        rec = self._get(stream_id)
+        pos = after + 1
+        while True:
+            while pos < len(rec.events):
+                yield rec.events[pos]
+                pos += 1
+            if rec.closed_at is not None:
+                return
+            await rec.changed.wait()
+
+    @property
+    def total_bytes(self) -> int:
+        return self._size
+
+    def _get(self, stream_id: str) -> _Record:
+        rec = self._streams.get(stream_id)
+        if rec is None:
+            raise UnknownStreamError(stream_id)
+        return rec
+
+    @staticmethod
+    def _wake(rec: _Record) -> None:
+        rec.changed.set()
+        rec.changed = asyncio.Event()  # followers already woken hold the old event
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for sid in [
+            s for s, r in self._streams.items() if r.closed_at is not None and now - r.closed_at > self.retention
+        ]:
+            self._drop(sid)
+
+    def _evict(self) -> None:
+        for sid in [s for s, r in self._streams.items() if r.closed_at is not None]:
+            if self._size <= self.max_bytes:
+                return
+            self._drop(sid)
+
+    def _drop(self, stream_id: str) -> None:
+        rec = self._streams.pop(stream_id)
+        self._size -= rec.size
