@@ -1,0 +1,105 @@
+"""One real server for the whole run, started as `python -m streamchat serve` on a free loopback port.
+
+Keep-alive pings are switched to every second so every streaming test also shows that the pings
+never break a client (the official `openai` SDK included). `--default-max-tokens` keeps ChatGLM
+requests that give no `max_length` short.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+STARTUP_TIMEOUT_S = 240.0  # the first start converts the GGUF (~20 s, more on a busy machine)
+CLIENT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+PING_INTERVAL_S = 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _log_tail(path: Path, chars: int = 4000) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")[-chars:]
+
+
+@pytest.fixture(scope="session")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    cmd = [
+        sys.executable, "-m", "streamchat", "serve",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--max-num-seqs", "16",
+        "--ping-interval", str(PING_INTERVAL_S),
+        "--default-max-tokens", "32",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, url, log_path)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{_log_tail(log_path)}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"server not ready after {STARTUP_TIMEOUT_S:.0f} s:\n{_log_tail(log_path)}")
+
+
+@pytest.fixture
+def http(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=CLIENT_TIMEOUT) as client:
+        yield client
+
+
+@pytest.fixture
+def oai(base_url: str) -> Iterator[openai.OpenAI]:
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", timeout=60.0, max_retries=0)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def model_name(base_url: str) -> str:
+    return httpx.get(f"{base_url}/health", timeout=CLIENT_TIMEOUT).json()["model"]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded model's real tokenizer (no weights loaded)."""
+    from transformers import AutoTokenizer
+
+    from streamchat.config import default_cache_dir
+    from streamchat.engine.loader import _converted_gguf, embedded_gguf
+
+    return AutoTokenizer.from_pretrained(_converted_gguf(embedded_gguf(), default_cache_dir()))
