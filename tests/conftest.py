@@ -2,7 +2,8 @@
 
 Keep-alive pings are switched to every second so every streaming test also shows that the pings
 never break a client (the official `openai` SDK included). `--default-max-tokens` keeps ChatGLM
-requests that give no `max_length` short.
+requests that give no `max_length` short, and a short `--resume-grace` lets a dropped resumable
+stream be reaped within the test's patience.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 STARTUP_TIMEOUT_S = 240.0  # the first start converts the GGUF (~20 s, more on a busy machine)
 CLIENT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 PING_INTERVAL_S = 1
+RESUME_GRACE_S = 2
 
 
 def _free_port() -> int:
@@ -44,6 +46,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--max-num-seqs", "16",
         "--ping-interval", str(PING_INTERVAL_S),
         "--default-max-tokens", "32",
+        "--resume-grace", str(RESUME_GRACE_S),
         "--log-level", "warning",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
