@@ -32,6 +32,14 @@ class Runner(Protocol):
 
     def forward(self, first_row: int, chunks: list[list[int]], starts: list[int]) -> torch.Tensor: ...
 
+    def reuse_prefix(self, row: int, token_ids: list[int]) -> int:
+        """Put cached keys/values of a prefix of `token_ids` into `row`; return how many (< len)."""
+        ...
+
+    def park(self, row: int, token_ids: list[int]) -> None:
+        """`row`'s sequence ended holding `token_ids`: keep them for a later `reuse_prefix`."""
+        ...
+
 
 class Tokenizer(Protocol):
     def decode(self, ids: list[int], skip_special_tokens: bool = ...) -> str: ...
@@ -46,6 +54,8 @@ class EngineStats:
     preempted: int = 0
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    prefilled_tokens: int = 0  # tokens actually fed to prefill forwards
+    reused_tokens: int = 0  # prompt tokens whose keys/values came from a finished sequence
     steps: int = 0
 
 
@@ -60,6 +70,7 @@ class LLMEngine:
         cache_tokens: int,
         prefill_chunk: int = 512,
         seed: int = 0,
+        prefix_reuse: bool = False,
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
@@ -70,6 +81,7 @@ class LLMEngine:
         self.stats = EngineStats()
         self._by_id: dict[str, Sequence] = {}
         self._rng = torch.Generator().manual_seed(seed)
+        self.prefix_reuse = prefix_reuse
 
     # -- requests in and out ------------------------------------------------------------------
     def add(self, request: GenerationRequest) -> None:
@@ -122,13 +134,22 @@ class LLMEngine:
     def step(self) -> list[tuple[str, Delta]]:
         self.stats.steps += 1
         out: list[tuple[str, Delta]] = []
+        first_new = len(self.scheduler.rows)
         self.scheduler.admit()
+        if self.prefix_reuse:
+            self._reuse_prefixes(self.scheduler.rows[first_new:])
         if self.scheduler.prefilling:
             self._prefill(out)
         self.stats.preempted += len(self.scheduler.make_room_for_decode())
         if self.scheduler.decoding:
             self._decode(out)
         return out
+
+    def _reuse_prefixes(self, admitted: list[Sequence]) -> None:
+        """Start just-admitted sequences after the prefix the runner still holds from a finished one."""
+        for seq in admitted:
+            seq.num_cached = self.runner.reuse_prefix(seq.row, seq.prompt_ids + seq.output_ids)
+            self.stats.reused_tokens += seq.num_cached
 
     def _prefill(self, out: list[tuple[str, Delta]]) -> None:
         """One forward over a contiguous run of prefilling rows, at most `prefill_chunk` tokens."""
@@ -141,6 +162,7 @@ class LLMEngine:
             chunks.append(chunk)
             budget -= len(chunk)
         logits = self.runner.forward(seqs[0].row, chunks, [s.num_cached for s in seqs])
+        self.stats.prefilled_tokens += sum(len(c) for c in chunks)
         done, done_logits = [], []
         for i, (seq, chunk) in enumerate(zip(seqs, chunks, strict=True)):
             seq.num_cached += len(chunk)
@@ -196,6 +218,8 @@ class LLMEngine:
         return text if seq.stops.stopped else text + seq.stops.flush()
 
     def _end(self, seq: Sequence, reason: FinishReason, text: str, logprobs, token_ids) -> Delta:
+        if self.prefix_reuse:  # the next chat turn starts with these tokens
+            self.runner.park(seq.row, (seq.prompt_ids + seq.output_ids)[: seq.num_cached])
         self.scheduler.remove(seq)
         self.stats.finished += 1
         return self._finish(seq, reason, text, logprobs=logprobs, token_ids=token_ids)

@@ -56,3 +56,10 @@ class TransformersRunner:
         hidden = out.last_hidden_state  # [b, q, hidden]
         last = torch.tensor([n - 1 for n in lens], device=hidden.device)
         return self._head(hidden[torch.arange(b, device=hidden.device), last]).float()  # [b, vocab]
+
+    # Prefix reuse is not implemented for the padded row cache: every prompt is prefilled in full.
+    def reuse_prefix(self, row: int, token_ids: list[int]) -> int:
+        return 0
+
+    def park(self, row: int, token_ids: list[int]) -> None:
+        pass
