@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     stream_retention: float = Field(600.0, ge=0, description="seconds a finished stream stays replayable")
     stream_log_bytes: int = Field(64 * 2**20, ge=2**16, description="memory bound of the stream log")
     threads: int | None = Field(None, ge=1)
+    prefix_reuse: bool = Field(True, description="reuse the keys/values of the last chat turn (llamacpp)")
     cache_dir: Path = Field(default_factory=default_cache_dir)
     seed: int = 0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
