@@ -20,10 +20,10 @@ import httpx
 import openai
 import pytest
 
+from tests.support import PING_INTERVAL_S, RESUME_GRACE_S
+
 STARTUP_TIMEOUT_S = 240.0  # the first start converts the GGUF (~20 s, more on a busy machine)
 CLIENT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
-PING_INTERVAL_S = 1
-RESUME_GRACE_S = 2
 
 
 def _free_port() -> int:

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 import httpx
 
+PING_INTERVAL_S = 1  # the test server pings this often
+RESUME_GRACE_S = 2  # and reaps a dropped resumable stream after this long
+
 CJK = re.compile(r"[\u4e00-\u9fff]")
 CHINESE_SENTENCE = "你好，世界。今天天气很好。"
 # A completion prompt that SmolLM2-135M continues by echoing the Chinese sentence.
