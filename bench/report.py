@@ -101,7 +101,7 @@ def markdown(run: dict[str, Any]) -> str:
         f"- Each request: one user prompt, greedy, exactly {tokens} generated tokens forced per server; "
         f"{run['waves']} wave(s) per level, all C streams started together.",
         f"- Servers included: {', '.join(ran) or 'none'}",
-        *(f"  - {n}: {r['note']}; load average before start {r['load_before']:.2f}" for n, r in ran.items()),
+        *(f"  - {n}: {r['note']}; CPU {r['busy_before']:.0%} busy before start" for n, r in ran.items()),
         "",
         "Aggregate output tokens/s = all generated tokens / wall time of the wave. TTFT and ITL in ms "
         "(ITL = gaps between content chunks as they arrive). Ratios are tokens/s against the same C.",

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import datetime
 import json
-import os
 import shlex
 import signal
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 
 from bench.client import Target, wave
 from bench.client import summarise as summarise_waves
+from bench.idle import busy_fraction, wait_for_idle
 from bench.peers import PEERS, Unavailable, running
 from bench.report import machine, markdown
 
@@ -38,6 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=64, help="generated tokens per request")
     parser.add_argument("--waves", type=int, default=1, help="measured waves per level")
     parser.add_argument("--level-budget", type=float, default=180.0, help="seconds one level may take")
+    parser.add_argument("--max-busy", type=float, default=0.15, help="CPU share counted as idle")
+    parser.add_argument("--idle-wait", type=float, default=120.0, help="seconds to wait for idle per server")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest", help="writes OUT.md and OUT.json")
     args = parser.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -82,13 +84,13 @@ async def measure_server(target: Target, args: argparse.Namespace, name: str) ->
 def run_server(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Start, measure and stop one server; a server that cannot start is reported as skipped."""
     peer = PEERS[name]
-    load = os.getloadavg()[0]  # another busy process on 2 cores skews everything: keep it on record
-    _log(f"{name}: starting (1-min load average {load:.2f})")
+    busy = wait_for_idle(args.max_busy, args.idle_wait) if args.idle_wait > 0 else busy_fraction()
+    _log(f"{name}: starting (CPU {busy:.0%} busy before start)")
     try:
         with running(peer) as target:
             _log(f"{name}: ready at {target.base_url} (model {target.model or '-'})")
             levels = asyncio.run(measure_server(target, args, name))
-            return {"note": peer.note, "load_before": load, "levels": levels}
+            return {"note": peer.note, "busy_before": busy, "levels": levels}
     except Unavailable as exc:
         _log(f"{name}: SKIPPED: {exc}")
         return {"note": peer.note, "skipped": str(exc), "levels": []}
