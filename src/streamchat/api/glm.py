@@ -72,8 +72,13 @@ def _build(body: GLMRequest, state: ServerState) -> GenerationRequest:
             reserved=reserved,
             max_rounds=state.settings.history_rounds,
         )
-    except PromptTooLongError as exc:
-        raise APIError(400, str(exc), param="prompt", code="context_length_exceeded") from exc
+    except PromptTooLongError:
+        # The budget kept for the answer only decides how much history fits. A question that leaves
+        # room for even one token is answered without history, as api.py answers it.
+        try:
+            fitted = fit_history(info.tokenizer, [], body.prompt, context=window, reserved=1)
+        except PromptTooLongError as exc:
+            raise APIError(400, str(exc), param="prompt", code="context_length_exceeded") from exc
     room = window - len(fitted.token_ids)
     max_tokens = room if body.max_length else min(state.settings.default_max_tokens, room)
     params = SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p)
