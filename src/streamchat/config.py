@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     history_rounds: int | None = Field(None, ge=0)
     default_max_tokens: int = Field(512, ge=1)
     ping_interval: float = Field(15.0, gt=0)
+    shutdown_grace: float = Field(30.0, ge=0, description="seconds streams in flight may finish after SIGTERM")
     resume_grace: float = Field(30.0, ge=0, description="seconds a dropped stream keeps generating, awaiting a resume")
     stream_retention: float = Field(600.0, ge=0, description="seconds a finished stream stays replayable")
     stream_log_bytes: int = Field(64 * 2**20, ge=2**16, description="memory bound of the stream log")

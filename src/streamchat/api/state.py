@@ -6,7 +6,7 @@ The model loads on a background thread after the server starts listening, so `/h
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -35,16 +35,30 @@ class ServerState:
     model: ModelInfo | None = None
     load_error: str | None = None
     streams: StreamManager = field(init=False)
+    draining: bool = False
+    on_fatal: Callable[[str], None] | None = None  # the server exits when the engine cannot go on
 
     def __post_init__(self) -> None:
         log = MemoryStreamLog(self.settings.stream_retention, self.settings.stream_log_bytes)
         self.streams = StreamManager(log, self.settings.resume_grace)
 
     @property
+    def busy(self) -> bool:
+        """Whether any request is still being answered."""
+        return bool(self.streams.live_count or (self.engine is not None and self.engine.num_pending))
+
+    @property
     def ready(self) -> bool:
         return self.engine is not None and self.engine.alive
 
     def require_ready(self) -> tuple[AsyncEngine, ModelInfo]:
+        if self.draining:
+            raise APIError(
+                503,
+                "the server is shutting down; retry on another instance or later",
+                code="server_shutdown",
+                headers={"Retry-After": "5"},
+            )
         if self.load_error:
             raise APIError(503, f"the model failed to load: {self.load_error}", code="model_load_failed")
         if self.engine is None or self.model is None:

@@ -33,14 +33,14 @@ class EngineDeadError(RuntimeError):
 
 
 class AsyncEngine:
-    def __init__(self, engine: LLMEngine, on_death: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
         self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="streamchat-engine", daemon=True)
         self._stopping = False
-        self._on_death = on_death
+        self.on_death: Callable[[BaseException], None] | None = None  # set by whoever must exit on it
         self.error: BaseException | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -110,8 +110,8 @@ class AsyncEngine:
             log.exception("engine thread died")
             self.error = exc
             self._fail_streams(str(exc))
-            if self._on_death is not None:
-                self._on_death(exc)
+            if self.on_death is not None:
+                self.on_death(exc)
 
     def _drain_inbox(self, block: bool) -> None:
         try:
@@ -136,7 +136,7 @@ class AsyncEngine:
             outputs = self.engine.step()
         except Exception as exc:  # a failed forward ends the affected streams, not the server
             log.exception("engine step failed")
-            outputs = self.engine.fail_all(f"{type(exc).__name__}: {exc}")
+            outputs = self.engine.fail_running(f"{type(exc).__name__}: {exc}")
         self._deliver(outputs)
 
     def _deliver(self, outputs: list[tuple[str, Delta]]) -> None:

@@ -107,15 +107,14 @@ class LLMEngine:
         self.stats.aborted += 1
         return self._finish(seq, FinishReason.ABORT, "")
 
-    def fail_all(self, message: str) -> list[tuple[str, Delta]]:
-        """After a failed step nothing in the cache can be trusted: end every sequence with an error."""
+    def fail_running(self, message: str) -> list[tuple[str, Delta]]:
+        """After a failed forward the rows' cache cannot be trusted: end every running sequence with
+        an error. Waiting sequences were not in that forward and go on."""
         out = []
-        for seq in list(self._by_id.values()):
-            if seq.status is SeqStatus.WAITING:
-                self.scheduler.drop_waiting(seq)
-            else:
-                self.scheduler.remove(seq)
+        for seq in list(self.scheduler.rows):
+            self.scheduler.remove(seq)
             out.append((seq.id, self._finish(seq, FinishReason.ERROR, "", error=message)))
+        self.scheduler.cache.release()
         return out
 
     @property

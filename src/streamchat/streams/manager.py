@@ -50,6 +50,7 @@ class _Live:
     resumable: bool
     readers: int = 0
     reaper: asyncio.Task | None = None
+    final_error: str | None = None
 
 
 @dataclass
@@ -119,8 +120,14 @@ class StreamManager:
         await self._stop(live)
         return True
 
-    async def shutdown(self) -> None:
+    @property
+    def live_count(self) -> int:
+        return len(self._live)
+
+    async def shutdown(self, final_error: str | None = None) -> None:
+        """End every live stream; readers get `final_error` as an error event, then `[DONE]`."""
         for live in list(self._live.values()):
+            live.final_error = final_error
             await self._stop(live)
 
     def _reader_left(self, stream_id: str, live: _Live) -> None:
@@ -146,6 +153,9 @@ class StreamManager:
             async for name, data in events:
                 await self.log.append(stream_id, data, name)
         except asyncio.CancelledError:
+            live = self._live.get(stream_id)
+            if live is not None and live.final_error:
+                await self.log.append(stream_id, _error_json(live.final_error, "server_shutdown"), "error")
             await self.log.append(stream_id, framing.DONE)  # readers still attached end cleanly
             raise
         except Exception as exc:  # a producer bug must end the stream, not leave readers hanging
@@ -162,6 +172,6 @@ class StreamManager:
                 live.reaper.cancel()
 
 
-def _error_json(message: str) -> str:
-    body = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+def _error_json(message: str, code: str | None = None) -> str:
+    body = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
     return json.dumps(body, ensure_ascii=False)

@@ -1,0 +1,78 @@
+"""Graceful shutdown: SIGTERM drains, closes what is left with a reconnect error, exits 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+from tests.conftest import _free_port, _wait_ready
+from tests.support import parse_sse
+
+LONG = {
+    "messages": [{"role": "user", "content": "Tell me a long story."}],
+    "temperature": 0,
+    "ignore_eos": True,
+    "stream": True,
+}
+
+
+def start(tmp_path, grace: float) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    log_path = tmp_path / "server.log"
+    cmd = [sys.executable, "-m", "streamchat", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--shutdown-grace", str(grace), "--log-level", "warning", "--engine", "transformers"]  # fmt: skip
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(proc, url, log_path)
+    return proc, url
+
+
+def stream_in_background(url: str, body: dict, out: dict, started: threading.Event) -> threading.Thread:
+    def run() -> None:
+        with (
+            httpx.Client(timeout=120) as client,
+            client.stream("POST", f"{url}/v1/chat/completions", json=body) as resp,
+        ):
+            text = ""
+            for chunk in resp.iter_text():
+                text += chunk
+                if '"content":"' in text.split("\n\n", 2)[-1]:  # a token arrived, not only the role
+                    started.set()
+            out["body"] = text
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_sigterm_drains_then_closes_open_streams_with_a_reconnect_error_and_exits_0(tmp_path) -> None:
+    proc, url = start(tmp_path, grace=10.0)
+    try:
+        short_out, long_out = {}, {}
+        short_started, long_started = threading.Event(), threading.Event()
+        short = stream_in_background(url, {**LONG, "max_tokens": 3}, short_out, short_started)
+        long = stream_in_background(url, {**LONG, "max_tokens": 4000}, long_out, long_started)
+        assert short_started.wait(120) and long_started.wait(120)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        refused = httpx.post(f"{url}/v1/chat/completions", json={**LONG, "stream": False}, timeout=10)
+        assert refused.status_code == 503 and "Retry-After" in refused.headers
+        assert refused.json()["error"]["code"] == "server_shutdown"
+        assert proc.wait(timeout=60) == 0
+        short.join(10)
+        long.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = parse_sse(short_out["body"]).events
+    assert finished[-1].data == "[DONE]" and '"finish_reason":"length"' in finished[-2].data
+    cut = parse_sse(long_out["body"]).events
+    assert cut[-1].data == "[DONE]"
+    assert cut[-2].event == "error" and '"server_shutdown"' in cut[-2].data
