@@ -109,9 +109,9 @@ class AsyncEngine:
         except BaseException as exc:  # the thread must never die silently
             log.exception("engine thread died")
             self.error = exc
-            self._fail_streams(str(exc))
-            if self.on_death is not None:
+            if self.on_death is not None:  # before the streams hear of it, so nothing new is accepted
                 self.on_death(exc)
+            self._fail_streams(str(exc))
 
     def _drain_inbox(self, block: bool) -> None:
         try:
