@@ -1,0 +1,137 @@
+"""Headless Chromium (Debian's `chromium`, driven by Playwright) against the real server.
+
+The browser tests skip, saying why, where `/usr/bin/chromium` or Playwright is missing; `make test`
+installs chromium on a Debian machine. One browser serves a whole test module; each test gets a
+fresh context, so storage and connections never leak from one test to the next.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from tests.support import PING_INTERVAL_S
+from tests.web.proxy import CuttableProxy
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+STARTUP_TIMEOUT_S = 240.0
+RESUME_GRACE_S = 30  # the production default; see `resilient_url`
+
+try:
+    from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+except ImportError:  # pragma: no cover - the `test` extra installs it
+    async_playwright = None
+
+
+def _skip_reason() -> str | None:
+    if async_playwright is None:
+        return "playwright is not installed (pip install -e '.[test]')"
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} not found: install Debian's chromium (make test does) to run the browser tests"
+    return None
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000)
+        yield b
+        await b.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    ctx = await browser.new_context(viewport={"width": 900, "height": 760})
+    ctx.set_default_timeout(10_000)  # no browser step may hang a test
+    yield ctx
+    await ctx.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(context: BrowserContext) -> AsyncIterator[Page]:
+    """A page whose uncaught script errors fail the test."""
+    pg = await context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def proxy(resilient_url: str) -> AsyncIterator[CuttableProxy]:
+    p = CuttableProxy(resilient_url)
+    await p.start()
+    yield p
+    await p.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def resilient_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server that keeps a dropped stream generating for 30 s, as in production.
+
+    The session server reaps a dropped stream after 2 s, but Chromium's `EventSource` waits 3 s
+    before it reconnects (the server sends no `retry:`), so the reconnection tests need the
+    production grace period to test resumption rather than a race with the reaper.
+    """
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("resilient-server") / "server.log"
+    cmd = [
+        sys.executable, "-m", "streamchat", "serve",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--ping-interval", str(PING_INTERVAL_S),
+        "--resume-grace", str(RESUME_GRACE_S),
+        "--log-level", "warning",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-4000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready after {STARTUP_TIMEOUT_S:.0f} s")
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
