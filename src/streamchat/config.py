@@ -42,16 +42,44 @@ class Settings(BaseSettings):
     stream_log_bytes: int = Field(64 * 2**20, ge=2**16, description="memory bound of the stream log")
     threads: int | None = Field(None, ge=1)
     prefix_reuse: bool = Field(True, description="reuse the keys/values of the last chat turn (llamacpp)")
+    api_key: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated keys; requests then need 'Authorization: Bearer KEY'"
+    )
+    api_key_file: Path | None = Field(None, description="file with one API key per line (# comments allowed)")
+    public_health: bool = Field(True, description="serve /health without a key")
+    public_metrics: bool = Field(True, description="serve /metrics without a key")
+    rate_limit_rpm: int | None = Field(None, ge=1, description="requests per minute allowed per key")
+    max_concurrent_per_key: int | None = Field(None, ge=1, description="requests in flight allowed per key")
+    max_body_bytes: int = Field(2**20, ge=1024, description="largest request body accepted (413 beyond)")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="longest prompt accepted, in tokens")
+    max_tokens_limit: int | None = Field(None, ge=1, description="largest max_tokens a request may ask for")
     cache_dir: Path = Field(default_factory=default_cache_dir)
     seed: int = 0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "api_key", mode="before")
     @classmethod
     def _split_origins(cls, v: object) -> object:
         if isinstance(v, str):
             return [o.strip() for o in v.split(",") if o.strip()]
         return v
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _key_file_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
+    def api_keys(self) -> frozenset[str]:
+        """Every accepted key, from the flag and the file."""
+        keys = set(self.api_key)
+        if self.api_key_file is not None:
+            for line in self.api_key_file.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    keys.add(line)
+        return frozenset(keys)
 
     @model_validator(mode="after")
     def _check_budget(self) -> Settings:

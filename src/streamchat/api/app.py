@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from streamchat.api import errors, glm, health, openai, streams
+from streamchat.api.body_limit import BodyLimitMiddleware
 from streamchat.api.state import ModelInfo, ServerState
 from streamchat.config import Settings
 from streamchat.engine.factory import BuiltEngine, build_engine
@@ -40,6 +41,7 @@ def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
 
     app = FastAPI(title="streamchat", version="0.1.0", lifespan=lifespan)
     app.state.streamchat = state
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # inside CORS: 413s get its headers
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

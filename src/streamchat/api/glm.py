@@ -15,11 +15,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from streamchat.api.auth import require_key
 from streamchat.api.errors import APIError, error_body
+from streamchat.api.limits import check_max_tokens, check_prompt_tokens
 from streamchat.api.state import ServerState, State
 from streamchat.api.streaming import resume_response, stream_response
 from streamchat.chat.prompt import PromptTooLongError, fit_history
@@ -27,7 +29,7 @@ from streamchat.engine.types import Delta, GenerationRequest, SamplingParams
 from streamchat.sse.framing import DONE, to_json
 from streamchat.streams.manager import Event
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require_key)])
 
 Round = Annotated[list[str], Field(min_length=2, max_length=2)]
 
@@ -79,8 +81,13 @@ def _build(body: GLMRequest, state: ServerState) -> GenerationRequest:
             fitted = fit_history(info.tokenizer, [], body.prompt, context=window, reserved=1)
         except PromptTooLongError as exc:
             raise APIError(400, str(exc), param="prompt", code="context_length_exceeded") from exc
+    check_prompt_tokens(state.settings.max_prompt_tokens, len(fitted.token_ids), "prompt")
     room = window - len(fitted.token_ids)
     max_tokens = room if body.max_length else min(state.settings.default_max_tokens, room)
+    if state.settings.max_tokens_limit is not None:
+        if body.max_length:
+            check_max_tokens(state.settings.max_tokens_limit + len(fitted.token_ids), body.max_length, "max_length")
+        max_tokens = min(max_tokens, state.settings.max_tokens_limit)
     params = SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p)
     return GenerationRequest(fitted.token_ids, params)
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from importlib.resources import files
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from streamchat.api.auth import health_access
 from streamchat.api.state import State
 
 router = APIRouter()
 
 
-@router.get("/health")
+@router.get("/health", dependencies=[Depends(health_access)])
 async def health(state: State) -> JSONResponse:
     if state.load_error:
         return JSONResponse({"status": "error", "error": state.load_error}, status_code=503)

@@ -13,10 +13,12 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
+from streamchat.api.auth import require_key
 from streamchat.api.errors import APIError, error_body
+from streamchat.api.limits import check_max_tokens, check_prompt_tokens
 from streamchat.api.openai_schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from streamchat.api.state import ModelInfo, ServerState, State
 from streamchat.api.streaming import stream_response
@@ -25,7 +27,7 @@ from streamchat.engine.types import Delta, GenerationRequest, TokenLogprob, Usag
 from streamchat.sse.framing import DONE, to_json
 from streamchat.streams.manager import Event
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 
 
 @router.get("/models")
@@ -56,7 +58,7 @@ async def chat_completions(body: ChatCompletionRequest, state: State) -> Respons
     except ValueError as exc:
         raise APIError(400, str(exc), param="messages") from exc
     prompt_ids = render(info.tokenizer, messages)
-    request = _generation_request(body, prompt_ids, info, body.logprobs, body.top_logprobs if body.logprobs else 0)
+    request = _generation_request(body, prompt_ids, state, body.logprobs, body.top_logprobs if body.logprobs else 0)
     shape = _ChatShape(f"chatcmpl-{uuid.uuid4().hex}", info.name, info.tokenizer)
     return await _respond(state, body, request, shape)
 
@@ -69,7 +71,7 @@ async def completions(body: CompletionRequest, state: State) -> Response:
         raise APIError(400, "'echo' and 'suffix' are not supported", param="echo" if body.echo else "suffix")
     prompt_ids = _completion_prompt(body.prompt, info)
     top = body.logprobs or 0
-    request = _generation_request(body, prompt_ids, info, body.logprobs is not None, top)
+    request = _generation_request(body, prompt_ids, state, body.logprobs is not None, top)
     shape = _CompletionShape(f"cmpl-{uuid.uuid4().hex}", info.name)
     return await _respond(state, body, request, shape)
 
@@ -94,10 +96,14 @@ def _completion_prompt(prompt: str | list, info: ModelInfo) -> list[int]:
 
 
 def _generation_request(
-    body: SamplingFields, prompt_ids: list[int], info: ModelInfo, logprobs: bool, top_logprobs: int
+    body: SamplingFields, prompt_ids: list[int], state: ServerState, logprobs: bool, top_logprobs: int
 ) -> GenerationRequest:
+    _, info = state.require_ready()
+    settings = state.settings
     room = info.max_model_len - len(prompt_ids)
     asked = body.requested_max_tokens
+    check_prompt_tokens(settings.max_prompt_tokens, len(prompt_ids), "messages")
+    check_max_tokens(settings.max_tokens_limit, asked)
     if room < 1 or (asked is not None and asked > room):
         want = asked if asked is not None else 1
         raise APIError(
@@ -108,7 +114,7 @@ def _generation_request(
             param="messages" if room < 1 else "max_tokens",
             code="context_length_exceeded",
         )
-    max_tokens = asked if asked is not None else room
+    max_tokens = asked if asked is not None else min(room, settings.max_tokens_limit or room)
     return GenerationRequest(prompt_ids, body.sampling(max_tokens, logprobs, top_logprobs))
 
 

@@ -6,13 +6,16 @@ The model loads on a background thread after the server starts listening, so `/h
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from streamchat.api.errors import APIError
+from streamchat.api.limits import KeyLimiter
 from streamchat.config import Settings
 from streamchat.engine.async_engine import AsyncEngine
 from streamchat.engine.types import Delta, GenerationRequest
@@ -39,6 +42,8 @@ class ServerState:
     on_fatal: Callable[[str], None] | None = None  # the server exits when the engine cannot go on
 
     def __post_init__(self) -> None:
+        self.api_keys = self.settings.api_keys()
+        self.limiter = KeyLimiter(self.settings.rate_limit_rpm, self.settings.max_concurrent_per_key)
         log = MemoryStreamLog(self.settings.stream_retention, self.settings.stream_log_bytes)
         self.streams = StreamManager(log, self.settings.resume_grace)
 
@@ -82,6 +87,9 @@ class ServerState:
     def submit(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         """Queue a request, refusing at once (429) when the waiting queue is full."""
         engine, _ = self.require_ready()
+        owner = key_digest(CALLER_KEY.get())
+        self.limiter.check_concurrency(owner, engine.num_pending_for(owner))
+        request.owner = owner
         capacity = self.settings.max_num_seqs + self.settings.max_queue
         if engine.num_pending >= capacity:
             raise APIError(
@@ -92,6 +100,14 @@ class ServerState:
                 headers={"Retry-After": "1"},
             )
         return engine.generate(request)
+
+
+CALLER_KEY: ContextVar[str | None] = ContextVar("caller_key", default=None)  # set by the auth dependency
+
+
+def key_digest(key: str | None) -> str | None:
+    """Keys are never kept in request state in the clear."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16] if key is not None else None
 
 
 def get_state(request: Request) -> ServerState:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response
 
+from streamchat.api.auth import require_key
 from streamchat.api.errors import APIError
 from streamchat.api.state import State
 from streamchat.api.streaming import resume_response
 
-router = APIRouter(prefix="/v1/streams")
+router = APIRouter(prefix="/v1/streams", dependencies=[Depends(require_key)])
 
 
 @router.get("/{stream_id}", response_model=None)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 class _Stream:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Delta]
+    owner: str | None = None
 
 
 class EngineDeadError(RuntimeError):
@@ -58,6 +59,10 @@ class AsyncEngine:
         with self._lock:
             return len(self._streams)
 
+    def num_pending_for(self, owner: str | None) -> int:
+        with self._lock:
+            return sum(1 for s in self._streams.values() if s.owner == owner)
+
     @property
     def num_waiting(self) -> int:
         """Requests accepted but not yet running (queued in the engine or still in the inbox)."""
@@ -77,7 +82,7 @@ class AsyncEngine:
         """
         if not self.alive:
             raise EngineDeadError("the engine is not running")
-        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
+        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue(), request.owner)
         with self._lock:
             self._streams[request.request_id] = stream
         self._inbox.put(("add", request))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import time
 from dataclasses import dataclass, field
 
 
@@ -65,6 +66,8 @@ class GenerationRequest:
     prompt_token_ids: list[int]
     params: SamplingParams = field(default_factory=SamplingParams)
     request_id: str = field(default_factory=new_request_id)
+    arrival_time: float = field(default_factory=time.monotonic)  # queue time is measured from here
+    owner: str | None = None  # whose request it is (an API key's digest), for per-key limits
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class TokenLogprob:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    queue_time: float | None = None  # seconds from arrival to first scheduled; None if never scheduled
 
     @property
     def total_tokens(self) -> int:
