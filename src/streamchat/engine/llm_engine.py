@@ -12,6 +12,7 @@ chunk's length would cost that whole chunk.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -135,6 +136,7 @@ class LLMEngine:
         out: list[tuple[str, Delta]] = []
         first_new = len(self.scheduler.rows)
         self.scheduler.admit()
+        self._mark_admitted(self.scheduler.rows[first_new:])
         if self.prefix_reuse:
             self._reuse_prefixes(self.scheduler.rows[first_new:])
         if self.scheduler.prefilling:
@@ -143,6 +145,12 @@ class LLMEngine:
         if self.scheduler.decoding:
             self._decode(out)
         return out
+
+    def _mark_admitted(self, admitted: list[Sequence]) -> None:
+        now = time.monotonic()
+        for seq in admitted:
+            if seq.queue_time is None:
+                seq.queue_time = now - seq.request.arrival_time
 
     def _reuse_prefixes(self, admitted: list[Sequence]) -> None:
         """Start just-admitted sequences after the prefix the runner still holds from a finished one."""
@@ -226,7 +234,7 @@ class LLMEngine:
     def _finish(self, seq: Sequence, reason: FinishReason, text: str, logprobs=(), token_ids=(), error=None):
         seq.status, seq.finish_reason = SeqStatus.FINISHED, reason
         self._by_id.pop(seq.id, None)
-        usage = Usage(len(seq.prompt_ids), len(seq.output_ids))
+        usage = Usage(len(seq.prompt_ids), len(seq.output_ids), seq.queue_time)
         return Delta(text, tuple(token_ids), reason, usage, tuple(logprobs), error)
 
     def _logprobs(self, choice: Sampled) -> tuple[TokenLogprob, ...]:

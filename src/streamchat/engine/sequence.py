@@ -34,6 +34,7 @@ class Sequence:
     num_cached: int = 0  # tokens whose keys/values are in the cache
     finish_reason: FinishReason | None = None
     row: int = -1
+    queue_time: float | None = None  # set when first admitted; preemption does not reset it
 
     @property
     def id(self) -> str:
