@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 STARTUP_TIMEOUT_S = 240.0
-RESUME_GRACE_S = 30  # the production default; see `resilient_url`
+RESUME_GRACE_S = 30  # the production default; see `web_url`
 
 try:
     from playwright.async_api import Browser, BrowserContext, Page, async_playwright
@@ -78,8 +78,8 @@ async def page(context: BrowserContext) -> AsyncIterator[Page]:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def proxy(resilient_url: str) -> AsyncIterator[CuttableProxy]:
-    p = CuttableProxy(resilient_url)
+async def proxy(web_url: str) -> AsyncIterator[CuttableProxy]:
+    p = CuttableProxy(web_url)
     await p.start()
     yield p
     await p.close()
@@ -92,23 +92,27 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def resilient_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A server that keeps a dropped stream generating for 30 s, as in production.
+def web_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The browser tests' own server, for the tests that compare an answer with the greedy one.
 
-    The session server reaps a dropped stream after 2 s, but Chromium's `EventSource` waits 3 s
-    before it reconnects (the server sends no `retry:`), so the reconnection tests need the
-    production grace period to test resumption rather than a race with the reaper.
+    Two settings differ from the session server's. Resume grace is the production 30 s: the
+    session server reaps a dropped stream after 2 s, but Chromium's `EventSource` waits 3 s
+    before it reconnects (the server sends no `retry:`), so a test would race the reaper instead
+    of testing resumption. Prefix reuse is off: with it, the same temperature-0 request asked
+    twice can give two different answers (reused keys/values round differently), and "the page
+    shows exactly the greedy answer" needs one greedy answer.
     """
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("resilient-server") / "server.log"
+    log_path = tmp_path_factory.mktemp("web-server") / "server.log"
     cmd = [
         sys.executable, "-m", "streamchat", "serve",
         "--host", "127.0.0.1", "--port", str(port),
         "--ping-interval", str(PING_INTERVAL_S),
         "--resume-grace", str(RESUME_GRACE_S),
+        "--prefix-reuse", "false",
         "--log-level", "warning",
     ]  # fmt: skip
     with open(log_path, "wb") as log:

@@ -30,9 +30,9 @@ QUESTION = "Write a short list of three fruits, in markdown."
 MAX_TOKENS = 48
 
 
-async def test_an_answer_streams_in_and_equals_the_greedy_answer(page: Page, context: BrowserContext, base_url: str):
-    expected = await greedy_answer(base_url, QUESTION, MAX_TOKENS)
-    await open_chat(page, base_url, max_tokens=str(MAX_TOKENS))
+async def test_an_answer_streams_in_and_equals_the_greedy_answer(page: Page, context: BrowserContext, web_url: str):
+    expected = await greedy_answer(web_url, QUESTION, MAX_TOKENS)
+    await open_chat(page, web_url, max_tokens=str(MAX_TOKENS))
     await ask(page, QUESTION)
     shown = await watch_answer(page)
 
@@ -43,7 +43,7 @@ async def test_an_answer_streams_in_and_equals_the_greedy_answer(page: Page, con
     meta = await page.locator(f"{ANSWER} .meta").last.text_content()
     assert re.fullmatch(r"first token \d+\.\d\d s · \d+ tokens · \d+\.\d tokens/s", meta or ""), meta
 
-    await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base_url)
+    await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web_url)
     await page.locator(f"{ANSWER} .copy").last.click()
     assert await page.evaluate("navigator.clipboard.readText()") == expected
 

@@ -37,8 +37,8 @@ MAX_TOKENS = 48
 CUT_S = 1.5  # how long the network stays down
 
 
-async def test_the_page_resumes_after_a_cut_and_shows_it(page: Page, proxy: CuttableProxy, resilient_url: str):
-    expected = await greedy_answer(resilient_url, QUESTION, MAX_TOKENS)
+async def test_the_page_resumes_after_a_cut_and_shows_it(page: Page, proxy: CuttableProxy, web_url: str):
+    expected = await greedy_answer(web_url, QUESTION, MAX_TOKENS)
     resumes: list[Request] = []
     page.on("request", lambda r: resumes.append(r) if r.method == "GET" and "/v1/streams/" in r.url else None)
     await open_chat(page, proxy.url, max_tokens=str(MAX_TOKENS))
@@ -73,12 +73,10 @@ EVENT_SOURCE = """url => {
 }"""
 
 
-async def test_event_source_reconnects_by_itself_and_loses_nothing(
-    page: Page, proxy: CuttableProxy, resilient_url: str
-):
-    path = f"/stream?prompt={quote('Name three colours.')}&temperature=0&max_length=90"
+async def test_event_source_reconnects_by_itself_and_loses_nothing(page: Page, proxy: CuttableProxy, web_url: str):
+    path = f"/stream?prompt={quote('Name three colours.')}&temperature=0&max_length=76"
     async with httpx.AsyncClient(timeout=ANSWER_TIMEOUT_S) as http:
-        whole = parse_sse((await http.get(f"{resilient_url}{path}")).text).events
+        whole = parse_sse((await http.get(f"{web_url}{path}")).text).events
     expected = "".join(json.loads(e.data)["text"] for e in whole if e.data != "[DONE]")
     reconnects: list[Request] = []
     page.on("request", lambda r: reconnects.append(r) if r.url.endswith(path) else None)
