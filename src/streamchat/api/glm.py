@@ -15,11 +15,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streamchat.api.auth import require_key
+from streamchat.api.disconnect import ClientDisconnectedError, disconnected_response, unless_disconnected
 from streamchat.api.errors import APIError, error_body
 from streamchat.api.limits import check_max_tokens, check_prompt_tokens
 from streamchat.api.state import ServerState, State
@@ -141,13 +142,21 @@ async def stream_get(
     return await _stream(body, state)
 
 
-@router.post("/", response_model=None)
-async def chatglm_api(body: GLMRequest, state: State) -> Response:
-    request = _build(body, state)
+async def _collect(deltas: AsyncIterator[Delta]) -> tuple[list[str], Delta | None]:
     parts, last = [], None
-    async for d in state.submit(request):
+    async for d in deltas:
         parts.append(d.text)
         last = d
+    return parts, last
+
+
+@router.post("/", response_model=None)
+async def chatglm_api(body: GLMRequest, state: State, http: Request) -> Response:
+    deltas = state.submit(_build(body, state))
+    try:
+        parts, last = await unless_disconnected(http, _collect(deltas))
+    except ClientDisconnectedError:
+        return disconnected_response()
     if last is None or last.error:
         raise APIError(500, f"generation failed: {last.error if last else 'no output'}", code="generation_failed")
     response = "".join(parts)

@@ -13,10 +13,11 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from streamchat.api.auth import require_key
+from streamchat.api.disconnect import ClientDisconnectedError, disconnected_response, unless_disconnected
 from streamchat.api.errors import APIError, error_body
 from streamchat.api.limits import check_max_tokens, check_prompt_tokens
 from streamchat.api.openai_schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
@@ -50,7 +51,7 @@ async def get_model(model_id: str, state: State) -> dict:
 
 
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, state: State) -> Response:
+async def chat_completions(body: ChatCompletionRequest, state: State, http: Request) -> Response:
     state.check_model_name(body.model)
     _, info = state.require_ready()
     try:
@@ -60,11 +61,11 @@ async def chat_completions(body: ChatCompletionRequest, state: State) -> Respons
     prompt_ids = render(info.tokenizer, messages)
     request = _generation_request(body, prompt_ids, state, body.logprobs, body.top_logprobs if body.logprobs else 0)
     shape = _ChatShape(f"chatcmpl-{uuid.uuid4().hex}", info.name, info.tokenizer)
-    return await _respond(state, body, request, shape)
+    return await _respond(state, body, request, shape, http)
 
 
 @router.post("/completions", response_model=None)
-async def completions(body: CompletionRequest, state: State) -> Response:
+async def completions(body: CompletionRequest, state: State, http: Request) -> Response:
     state.check_model_name(body.model)
     _, info = state.require_ready()
     if body.echo or body.suffix:
@@ -73,7 +74,7 @@ async def completions(body: CompletionRequest, state: State) -> Response:
     top = body.logprobs or 0
     request = _generation_request(body, prompt_ids, state, body.logprobs is not None, top)
     shape = _CompletionShape(f"cmpl-{uuid.uuid4().hex}", info.name)
-    return await _respond(state, body, request, shape)
+    return await _respond(state, body, request, shape, http)
 
 
 def _completion_prompt(prompt: str | list, info: ModelInfo) -> list[int]:
@@ -118,10 +119,15 @@ def _generation_request(
     return GenerationRequest(prompt_ids, body.sampling(max_tokens, logprobs, top_logprobs))
 
 
-async def _respond(state: ServerState, body: SamplingFields, request: GenerationRequest, shape: _Shape) -> Response:
+async def _respond(
+    state: ServerState, body: SamplingFields, request: GenerationRequest, shape: _Shape, http: Request
+) -> Response:
     deltas = state.submit(request)
     if not body.stream:
-        return JSONResponse(await _collect(deltas, shape))
+        try:
+            return JSONResponse(await unless_disconnected(http, _collect(deltas, shape)))
+        except ClientDisconnectedError:
+            return disconnected_response()
     return await stream_response(state, _stream(deltas, shape, body.include_usage), body.resumable)
 
 
