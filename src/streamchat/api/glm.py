@@ -137,7 +137,7 @@ async def stream_get(
             temperature=temperature,
             resumable=resumable,
         )
-    except (json.JSONDecodeError, ValueError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; deep nesting recurses
         raise APIError(400, f"invalid query: {exc}", param="history" if history else "prompt") from exc
     return await _stream(body, state)
 

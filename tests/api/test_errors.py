@@ -1,0 +1,130 @@
+"""Every bad input gets its 4xx in OpenAI's error shape, on every route: never a 500, never a hang."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+
+from tests.support import assert_error
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+HI = [{"role": "user", "content": "hi"}]
+TOO_LONG = "1" * 9000  # one token per digit: far past the 8192-token context
+JSON = {"content-type": "application/json"}
+
+# (method, path, request keyword arguments, status, param named in the error or None to skip)
+CASES = [
+    # malformed bodies
+    ("POST", CHAT, {"content": b'{"messages": ', "headers": JSON}, 400, None),
+    ("POST", CHAT, {"content": b"[1, 2]", "headers": JSON}, 400, None),
+    ("POST", CHAT, {"content": b"", "headers": JSON}, 400, None),
+    ("POST", CHAT, {"content": b'{"messages": [{"role": "user", "content": "\xff"}]}', "headers": JSON}, 400, None),
+    ("POST", CHAT, {"content": b"[" * 20000, "headers": JSON}, 400, None),
+    ("POST", COMPLETIONS, {"content": b'{"prompt": "hi",', "headers": JSON}, 400, None),
+    ("POST", "/stream", {"content": b'{"prompt": ', "headers": JSON}, 400, None),
+    ("POST", "/", {"content": b"not json", "headers": JSON}, 400, None),
+    # missing fields and wrong types
+    ("POST", CHAT, {"json": {}}, 400, "messages"),
+    ("POST", CHAT, {"json": {"messages": "hi"}}, 400, "messages"),
+    ("POST", CHAT, {"json": {"messages": [{"role": "wizard", "content": "hi"}]}}, 400, None),
+    ("POST", CHAT, {"json": {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}}, 400, "messages"),
+    ("POST", CHAT, {"json": {"messages": HI, "temperature": "hot"}}, 400, "temperature"),
+    ("POST", CHAT, {"json": {"messages": HI, "max_tokens": "many"}}, 400, "max_tokens"),
+    ("POST", CHAT, {"json": {"messages": HI, "stop": 5}}, 400, None),
+    ("POST", COMPLETIONS, {"json": {}}, 400, "prompt"),
+    ("POST", COMPLETIONS, {"json": {"prompt": 5}}, 400, None),
+    ("POST", COMPLETIONS, {"json": {"prompt": ["a", "b"]}}, 400, "prompt"),
+    ("POST", COMPLETIONS, {"json": {"prompt": [10**9]}}, 400, "prompt"),
+    ("POST", "/stream", {"json": {}}, 400, "prompt"),
+    ("POST", "/stream", {"json": {"prompt": 5}}, 400, "prompt"),
+    ("POST", "/stream", {"json": {"prompt": "hi", "history": "abc"}}, 400, "history"),
+    ("POST", "/stream", {"json": {"prompt": "hi", "history": [["only the question"]]}}, 400, None),
+    ("GET", "/stream", {}, 400, None),
+    ("GET", "/stream", {"params": {"prompt": "hi", "history": "not json"}}, 400, "history"),
+    ("GET", "/stream", {"params": {"prompt": "hi", "history": '[["a"]]'}}, 400, None),
+    ("GET", "/stream", {"params": {"prompt": "hi", "history": "[" * 5000}}, 400, "history"),
+    ("GET", "/stream", {"params": {"prompt": "hi", "top_p": "abc"}}, 400, None),
+    ("POST", "/", {"json": {"history": []}}, 400, "prompt"),
+    ("POST", "/", {"json": {"prompt": ["hi"]}}, 400, "prompt"),
+    ("POST", "/", {"json": {"prompt": "hi", "max_length": "long"}}, 400, "max_length"),
+    # empty prompt / empty messages
+    ("POST", CHAT, {"json": {"messages": []}}, 400, "messages"),
+    ("POST", COMPLETIONS, {"json": {"prompt": ""}}, 400, "prompt"),
+    ("POST", COMPLETIONS, {"json": {"prompt": []}}, 400, "prompt"),
+    ("POST", "/stream", {"json": {"prompt": ""}}, 400, "prompt"),
+    ("POST", "/stream", {"json": {"prompt": "   "}}, 400, "prompt"),
+    ("GET", "/stream", {"params": {"prompt": ""}}, 400, None),
+    ("POST", "/", {"json": {"prompt": ""}}, 400, "prompt"),
+    # out of range
+    ("POST", CHAT, {"json": {"messages": HI, "temperature": 2.5}}, 400, "temperature"),
+    ("POST", CHAT, {"json": {"messages": HI, "temperature": -0.1}}, 400, "temperature"),
+    ("POST", CHAT, {"json": {"messages": HI, "top_p": 0}}, 400, "top_p"),
+    ("POST", CHAT, {"json": {"messages": HI, "top_p": 1.5}}, 400, "top_p"),
+    ("POST", CHAT, {"json": {"messages": HI, "max_tokens": 0}}, 400, "max_tokens"),
+    ("POST", CHAT, {"json": {"messages": HI, "max_tokens": -5}}, 400, "max_tokens"),
+    ("POST", COMPLETIONS, {"json": {"prompt": "hi", "temperature": 3}}, 400, "temperature"),
+    ("POST", COMPLETIONS, {"json": {"prompt": "hi", "top_p": -1}}, 400, "top_p"),
+    ("POST", COMPLETIONS, {"json": {"prompt": "hi", "max_tokens": 0}}, 400, "max_tokens"),
+    ("POST", "/stream", {"json": {"prompt": "hi", "temperature": 2.5}}, 400, "temperature"),
+    ("POST", "/stream", {"json": {"prompt": "hi", "top_p": 0}}, 400, "top_p"),
+    ("POST", "/stream", {"json": {"prompt": "hi", "max_length": 1}}, 400, "max_length"),
+    ("GET", "/stream", {"params": {"prompt": "hi", "temperature": 9}}, 400, None),
+    ("GET", "/stream", {"params": {"prompt": "hi", "max_length": 0}}, 400, None),
+    ("POST", "/", {"json": {"prompt": "hi", "temperature": -1}}, 400, "temperature"),
+    ("POST", "/", {"json": {"prompt": "hi", "top_p": 2}}, 400, "top_p"),
+    # more than one choice
+    ("POST", CHAT, {"json": {"messages": HI, "n": 2}}, 400, "n"),
+    ("POST", COMPLETIONS, {"json": {"prompt": "hi", "n": 3}}, 400, "n"),
+    ("POST", COMPLETIONS, {"json": {"prompt": "hi", "best_of": 2}}, 400, "best_of"),
+    # unknown model
+    ("POST", CHAT, {"json": {"messages": HI, "model": "gpt-nope"}}, 404, "model"),
+    ("POST", COMPLETIONS, {"json": {"prompt": "hi", "model": "gpt-nope"}}, 404, "model"),
+    ("GET", "/v1/models/gpt-nope", {}, 404, None),
+]
+
+
+def case_id(case: tuple) -> str:
+    method, path, kwargs, status, _ = case
+    detail = json.dumps(kwargs.get("json", kwargs.get("params", kwargs.get("content", b"")[:24])), default=repr)
+    return f"{method} {path} {detail[:60]} -> {status}"
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status", "param"), CASES, ids=[case_id(c) for c in CASES])
+def test_bad_input(http: httpx.Client, method: str, path: str, kwargs: dict, status: int, param: str | None) -> None:
+    assert_error(http.request(method, path, **kwargs), status, param)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("POST", CHAT, {"json": {"messages": [{"role": "user", "content": TOO_LONG}]}}),
+        ("POST", COMPLETIONS, {"json": {"prompt": TOO_LONG}}),
+        ("POST", "/stream", {"json": {"prompt": TOO_LONG}}),
+        ("GET", "/stream", {"params": {"prompt": TOO_LONG}}),
+        ("POST", "/", {"json": {"prompt": TOO_LONG}}),
+    ],
+    ids=["chat", "completions", "stream-post", "stream-get", "chatglm"],
+)
+def test_prompt_past_the_context_names_token_counts(
+    http: httpx.Client, method: str, path: str, kwargs: dict, tokenizer
+) -> None:
+    error = assert_error(http.request(method, path, **kwargs), 400)
+    assert error["code"] == "context_length_exceeded", error
+    numbers = [int(n) for n in re.findall(r"\d+", error["message"])]
+    assert any(n >= len(TOO_LONG) for n in numbers), error["message"]  # the prompt's size in tokens
+    assert "token" in error["message"]
+
+
+def test_completion_past_the_context_names_token_counts(http: httpx.Client) -> None:
+    r = http.post(COMPLETIONS, json={"prompt": "1" * 8000, "max_tokens": 1000})
+    error = assert_error(r, 400, param="max_tokens")
+    assert {"8000", "1000"} <= set(re.findall(r"\d+", error["message"]))
+
+
+def test_server_still_serves_after_bad_input(http: httpx.Client) -> None:
+    r = http.post(COMPLETIONS, json={"prompt": "Hello", "max_tokens": 2, "temperature": 0})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
