@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from streamchat.config import Settings
 from streamchat.engine.async_engine import AsyncEngine
+from streamchat.engine.llamacpp_loader import gguf_path, load_gguf
 from streamchat.engine.llm_engine import LLMEngine
 from streamchat.engine.loader import load_transformers
 from streamchat.engine.transformers_runner import TransformersRunner
@@ -17,6 +19,9 @@ from streamchat.engine.transformers_runner import TransformersRunner
 log = logging.getLogger(__name__)
 
 _CACHE_SHARE_OF_FREE_MEMORY = 0.3
+# llama.cpp allocates and touches every cell of its context at start (~22 KiB a token for the
+# embedded model), so its default budget is capped; --cache-tokens sets any size.
+_LLAMACPP_DEFAULT_CELLS = 32768
 
 
 @dataclass
@@ -28,6 +33,34 @@ class BuiltEngine:
 
 
 def build_engine(settings: Settings) -> BuiltEngine:
+    backend = choose_backend(settings)
+    log.info("engine backend: %s", backend)
+    core, loaded_name, max_model_len, tokenizer = _BACKENDS[backend](settings)
+    name = settings.served_model_name or loaded_name
+    return BuiltEngine(AsyncEngine(core), name, max_model_len, tokenizer)
+
+
+def choose_backend(settings: Settings) -> str:
+    """`auto`: llama.cpp for a local GGUF (the embedded default included) when it is installed."""
+    if settings.engine != "auto":
+        return settings.engine
+    if settings.device != "cuda" and gguf_path(settings.model) is not None and llama_cpp_available():
+        return "llamacpp"
+    return "transformers"
+
+
+def llama_cpp_available() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except (ImportError, OSError):  # not installed, or its shared library cannot load
+        return False
+    return True
+
+
+_Built = tuple[LLMEngine, str, int, object]  # engine, model name, max_model_len, tokenizer
+
+
+def _transformers_engine(settings: Settings) -> _Built:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     loaded = load_transformers(
@@ -49,8 +82,45 @@ def build_engine(settings: Settings) -> BuiltEngine:
         settings.prefill_chunk,
         settings.seed,
     )
-    name = settings.served_model_name or loaded.name
-    return BuiltEngine(AsyncEngine(core), name, loaded.max_model_len, loaded.tokenizer)
+    return core, loaded.name, loaded.max_model_len, loaded.tokenizer
+
+
+def _llamacpp_engine(settings: Settings) -> _Built:
+    from streamchat.engine.llamacpp_runner import LlamaCppRunner
+
+    if not llama_cpp_available():
+        raise RuntimeError("engine=llamacpp needs llama-cpp-python (pip install 'llama-cpp-python>=0.3.8,<0.4')")
+    loaded = load_gguf(settings.model, settings.cache_dir, settings.max_model_len, settings.log_level == "debug")
+    bytes_per_token = loaded.model.kv_bytes_per_token
+    ceiling = min(settings.max_num_seqs * loaded.max_model_len, _LLAMACPP_DEFAULT_CELLS)
+    cache_tokens = settings.cache_tokens or default_cache_tokens(bytes_per_token, torch.device("cpu"), ceiling)
+    cache_tokens = max(cache_tokens, loaded.max_model_len)
+    log.info("KV cache: %d cells (%.0f MiB)", cache_tokens, cache_tokens * bytes_per_token / 2**20)
+    runner = LlamaCppRunner(
+        loaded.model,
+        n_ctx=cache_tokens,
+        max_num_seqs=settings.max_num_seqs,
+        max_batch_tokens=settings.prefill_chunk + settings.max_num_seqs,
+        threads=settings.threads,
+    )
+    core = LLMEngine(
+        runner,
+        loaded.tokenizer,
+        loaded.eos_token_ids,
+        loaded.max_model_len,
+        settings.max_num_seqs,
+        cache_tokens,
+        settings.prefill_chunk,
+        settings.seed,
+        prefix_reuse=settings.prefix_reuse,
+    )
+    return core, loaded.name, loaded.max_model_len, loaded.tokenizer
+
+
+_BACKENDS: dict[str, Callable[[Settings], _Built]] = {
+    "transformers": _transformers_engine,
+    "llamacpp": _llamacpp_engine,
+}
 
 
 def default_cache_tokens(bytes_per_token: int, device: torch.device, ceiling: int) -> int:
