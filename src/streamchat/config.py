@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)
     seed: int = 0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_prompts: bool = Field(False, description="log prompts and answers (private: off by default)")
 
     @field_validator("cors_origins", "api_key", mode="before")
     @classmethod

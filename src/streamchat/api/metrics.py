@@ -1,0 +1,151 @@
+"""Prometheus metrics on `GET /metrics`, one registry per app so several apps can live in one process.
+
+Each figure is measured where it is true:
+
+- latency of the answer as `api/` receives it from the engine: time to first token, inter-token
+  latency and end-to-end latency, timed around the delta stream of every request (`observe`);
+  queue time is measured by the engine itself (`Usage.queue_time`), which never imports prometheus;
+- running and waiting sequences, token counts, aborts, disconnects, resumes: read from the engine
+  and the stream manager at scrape time by a collector, so there is one source of truth and no
+  gauge can go stale;
+- what the client sees on the wire, and requests by route and status: `api/wire.py`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streamchat.api.auth import metrics_access
+from streamchat.engine.types import Delta, GenerationRequest
+
+if TYPE_CHECKING:
+    from streamchat.api.state import ServerState
+    from streamchat.engine.async_engine import AsyncEngine
+
+DeltaFilter = Callable[[AsyncIterator[Delta]], AsyncIterator[Delta]]
+
+# Seconds. Token gaps on a CPU are tens of milliseconds; first tokens under load take seconds.
+_FIRST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_GAP = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0)
+_WHOLE = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+class Metrics:
+    """The instruments of one app; `state` is read at scrape time."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.ttft = Histogram(
+            "streamchat_time_to_first_token_seconds", "From submit to the first generated token", buckets=_FIRST,
+            registry=r,
+        )  # fmt: skip
+        self.itl = Histogram(
+            "streamchat_inter_token_latency_seconds", "Between consecutive tokens of one request", buckets=_GAP,
+            registry=r,
+        )  # fmt: skip
+        self.e2e = Histogram(
+            "streamchat_e2e_request_latency_seconds", "From submit to the last delta", buckets=_WHOLE, registry=r
+        )
+        self.queue = Histogram(
+            "streamchat_queue_time_seconds", "From arrival to first scheduled, in the engine", buckets=_FIRST,
+            registry=r,
+        )  # fmt: skip
+        self.wire_first_byte = Histogram(
+            "streamchat_wire_first_byte_seconds",
+            "Event streams: from request start to the first body bytes taken by the server",
+            buckets=_FIRST,
+            registry=r,
+        )
+        self.wire_gap = Histogram(
+            "streamchat_wire_chunk_gap_seconds",
+            "Event streams: between consecutive body chunks taken by the server",
+            buckets=_GAP,
+            registry=r,
+        )
+        self.requests = Counter(
+            "streamchat_http_requests", "HTTP requests by method, route and status", ["method", "route", "status"],
+            registry=r,
+        )  # fmt: skip
+        r.register(_StateCollector(state))
+
+    def instrument(self, engine: AsyncEngine, wrap: DeltaFilter | None = None) -> None:
+        """Time every request's deltas; the engine stays unaware. `wrap` adds another observer (answer logging)."""
+        generate = engine.generate
+
+        def observed(request: GenerationRequest) -> AsyncIterator[Delta]:
+            deltas = self.observe(generate(request))  # generate queues the request now, before any await
+            return wrap(deltas) if wrap is not None else deltas
+
+        engine.generate = observed  # type: ignore[method-assign]
+
+    async def observe(self, deltas: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+        start = last = time.perf_counter()
+        first = True
+        try:
+            async for d in deltas:
+                now = time.perf_counter()
+                if d.token_ids:
+                    (self.ttft if first else self.itl).observe(now - (start if first else last))
+                    first, last = False, now
+                if d.finished:
+                    self.e2e.observe(now - start)
+                    if d.usage is not None and d.usage.queue_time is not None:
+                        self.queue.observe(d.usage.queue_time)
+                yield d
+        finally:
+            await deltas.aclose()  # type: ignore[attr-defined]  # a reader that leaves aborts the request
+
+
+class _StateCollector(Collector):
+    """Gauges and counters read from the engine and the stream manager when /metrics is scraped."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        engine = self.state.engine
+        core = engine.engine if engine is not None else None
+        running = core.num_running if core is not None else 0
+        waiting = engine.num_waiting if engine is not None else 0
+        yield GaugeMetricFamily("streamchat_num_requests_running", "Sequences in the running batch", value=running)
+        yield GaugeMetricFamily("streamchat_num_requests_waiting", "Requests accepted, not yet running", value=waiting)
+        stats = core.stats if core is not None else None
+        for name, attr, doc in _ENGINE_COUNTERS:
+            yield CounterMetricFamily(name, doc, value=getattr(stats, attr) if stats is not None else 0)
+        counters = self.state.streams.counters
+        for name, attr, doc in _STREAM_COUNTERS:
+            yield CounterMetricFamily(name, doc, value=getattr(counters, attr))
+
+
+_ENGINE_COUNTERS = (
+    ("streamchat_prompt_tokens", "prompt_tokens", "Prompt tokens of accepted requests"),
+    ("streamchat_generation_tokens", "generated_tokens", "Tokens generated"),
+    ("streamchat_requests_finished", "finished", "Requests that ended by stop or length"),
+    ("streamchat_requests_aborted", "aborted", "Requests aborted in the engine (client left, cancel, shutdown)"),
+    ("streamchat_preemptions", "preempted", "Sequences preempted for cache room"),
+)
+_STREAM_COUNTERS = (
+    ("streamchat_streams_started", "started", "Event streams started"),
+    ("streamchat_stream_disconnects", "disconnects", "Streams whose last reader left before the end"),
+    ("streamchat_stream_resumes", "resumed", "Reconnections that resumed a stream"),
+    ("streamchat_streams_abandoned", "abandoned", "Dropped streams nobody resumed within the grace period"),
+    ("streamchat_streams_cancelled", "cancelled", "Streams cancelled with DELETE /v1/streams/{id}"),
+)
+
+
+router = APIRouter()
+
+
+@router.get("/metrics", dependencies=[Depends(metrics_access)], response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format 0.0.4: every scraper reads it, and our names need nothing newer."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
