@@ -30,7 +30,16 @@ def event(data: str, *, event: str | None = None, id: str | None = None, retry: 
     if retry is not None:
         lines.append(f"retry: {int(retry)}")
     lines.extend(f"data: {chunk}" for chunk in _LINE_BREAK.split(data))
-    return ("\n".join(lines) + "\n\n").encode("utf-8")
+    return _utf8("\n".join(lines) + "\n\n")
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 cannot carry lone surrogates (JSON's `"\\ud800"` makes one): they become U+FFFD, and a
+    surrogate pair becomes the character it stands for, as a browser's USVString conversion does."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").encode("utf-8")
 
 
 def to_json(obj: object, compact: bool = True) -> str:
@@ -49,4 +58,4 @@ def done(id: str | None = None) -> bytes:
 
 def comment(text: str = "ping") -> bytes:
     """A keep-alive line; no blank line follows (see the module docstring)."""
-    return "".join(f": {line}\n" for line in _LINE_BREAK.split(text)).encode("utf-8")
+    return _utf8("".join(f": {line}\n" for line in _LINE_BREAK.split(text)))
