@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -57,6 +58,28 @@ def test_auto_picks_llamacpp_for_gguf_and_refuses_other_models() -> None:
         _llamacpp_engine(Settings(engine="llamacpp", model="HuggingFaceTB/SmolLM2-135M-Instruct"))
 
 
+def test_row_moves_keep_llama_cpp_memory_and_lengths_in_step(gguf: LoadedGGUF) -> None:
+    """The scheduler's moves, swaps and restarts in a random order; lengths must match llama.cpp's."""
+    rng = random.Random(0)
+    runner = LlamaCppRunner(gguf.model, n_ctx=1024, max_num_seqs=6, max_batch_tokens=64, threads=1)
+    cache = runner.cache
+    for _ in range(60):
+        op = rng.choice(["forward", "forward", "move", "swap", "restart", "release"])
+        a, b = rng.sample(range(cache.n_rows), 2)
+        if op == "forward":
+            runner.forward(a, [[rng.randrange(1000, 2000) for _ in range(rng.randint(1, 4))]], [cache.lens[a]])
+        elif op == "move":
+            cache.move_row(a, b)
+        elif op == "swap":
+            cache.swap_rows(a, b)
+        elif op == "restart":
+            runner.forward(a, [[5, 6]], [0])
+        else:
+            cache.release()
+        assert cache.lens == [cache.stored(row) for row in range(cache.n_rows)], op
+    runner.close()
+
+
 def test_greedy_alone_equals_greedy_in_a_mixed_batch(gguf: LoadedGGUF) -> None:
     """Exact while no neighbour frees cells mid-flight, so every row here runs to the same length.
 
@@ -99,7 +122,8 @@ def test_abort_frees_the_row_and_the_others_continue(gguf: LoadedGGUF) -> None:
         for rid, d in engine.step():
             got[rid].append(d)
     assert engine.num_running == 0
-    assert sum(engine.runner.cache.lens) == 0, "finished rows must not keep cells"
+    cache = engine.runner.cache
+    assert [cache.stored(row) for row in range(cache.n_rows)] == [0] * cache.n_rows, "finished rows keep no cells"
     n = steps_before_abort + checked_after  # the last row moved into the aborted one's row: same answer
     for i in (0, 2):
         assert len(tokens(got[reqs[i].request_id])) == long.max_tokens

@@ -114,11 +114,12 @@ class LlamaCppCache:
         """Nothing to grow: llama.cpp allocated all `n_ctx` cells when the context was made."""
 
     def move_row(self, src: int, dst: int) -> None:
+        n = self.lens[src]
         self._drop(dst)
-        if self.lens[src]:
+        if n:
             llama.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
             self._drop(src)
-        self.lens[dst], self.lens[src] = self.lens[src], 0
+        self.lens[dst] = n
 
     def swap_rows(self, a: int, b: int) -> None:
         if not (self.lens[a] or self.lens[b]):
@@ -140,6 +141,10 @@ class LlamaCppCache:
         """
         for row in range(self.n_rows):
             self._drop(row)
+
+    def stored(self, row: int) -> int:
+        """Positions llama.cpp itself holds for `row` (to check `lens` against)."""
+        return llama.llama_memory_seq_pos_max(self._mem, row) + 1
 
     # -- used by the runner --------------------------------------------------------------------
     def truncate(self, row: int, length: int) -> None:
