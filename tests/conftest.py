@@ -3,7 +3,8 @@
 Keep-alive pings are switched to every second so every streaming test also shows that the pings
 never break a client (the official `openai` SDK included). `--default-max-tokens` keeps ChatGLM
 requests that give no `max_length` short, and a short `--resume-grace` lets a dropped resumable
-stream be reaped within the test's patience.
+stream be reaped within the test's patience. Prefix reuse is off because greedy answers are
+compared byte for byte and a reused prefix changes llama.cpp's numerics.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--ping-interval", str(PING_INTERVAL_S),
         "--default-max-tokens", "32",
         "--resume-grace", str(RESUME_GRACE_S),
+        "--prefix-reuse", "false",  # reused keys/values change greedy answers (llama.cpp numerics)
         "--log-level", "warning",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
