@@ -68,10 +68,6 @@ def test_special_tokens_are_skipped(tokenizer) -> None:
     assert "".join(stream(tokenizer, [], ids)) == tokenizer.decode(ids, skip_special_tokens=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: finish() appends the whole decode after a divergence, so the deltas repeat text",
-)
 def test_prompt_ending_inside_a_character(tokenizer) -> None:
     """A token-id prompt may end half way through a character; the answer's bytes start mid-character.
 

@@ -10,7 +10,10 @@ all ids, so the concatenated deltas always equal `tokenizer.decode(generated_ids
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 _CONTEXT_IDS = 6
 _REPLACEMENT = "\ufffd"
@@ -25,12 +28,21 @@ class IncrementalDetokenizer:
 
     def __init__(self, tokenizer: Decoder, prompt_ids: list[int]) -> None:
         self._tok = tokenizer
-        self._context = list(prompt_ids[-_CONTEXT_IDS:])
+        self._context = self._clean_context(prompt_ids[-_CONTEXT_IDS:])
         self._ids: list[int] = list(self._context)
         self._prefix_offset = 0
         self._read_offset = len(self._ids)
         self.generated: list[int] = []
         self.emitted = ""
+
+    def _clean_context(self, ids: list[int]) -> list[int]:
+        """Context must end on a character boundary: a prompt that ends inside a character would
+        otherwise lend its bytes to the answer's first token, which a decode of the answer alone
+        does not see."""
+        ids = list(ids)
+        if ids and self._decode(ids).endswith(_REPLACEMENT):
+            return []
+        return ids
 
     def _decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
@@ -54,17 +66,8 @@ class IncrementalDetokenizer:
         full = self._decode(self.generated)
         if full.startswith(self.emitted):
             rest = full[len(self.emitted) :]
-        else:  # a decoder whose windows disagree with the whole: trust the whole from here on
-            common = _common_prefix_len(full, self.emitted)
-            rest = full[common:]
+        else:  # a decoder whose windows disagree with the whole; what was sent cannot be taken back
+            log.warning("incremental decode diverged from the full decode; sending only the missing tail")
+            rest = full[len(self.emitted) :] if len(full) > len(self.emitted) else ""
         self.emitted += rest
         return rest
-
-
-def _common_prefix_len(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
