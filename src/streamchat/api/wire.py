@@ -52,8 +52,8 @@ class WireMetricsMiddleware:
             raise
 
     def _count(self, scope: Scope, status: int) -> None:
-        route = scope.get("route")
-        path = getattr(route, "path", None) or "unmatched"  # templates only: ids would explode the label set
+        route = getattr(scope.get("route"), "path", None)  # templates only: ids would explode the label set
+        path = route or ("unmatched" if status == 404 else scope.get("path", ""))  # e.g. /openapi.json, no template
         self.metrics.requests.labels(scope.get("method", ""), path, str(status)).inc()
 
 
