@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     stream_retention: float = Field(600.0, ge=0, description="seconds a finished stream stays replayable")
     stream_log_bytes: int = Field(64 * 2**20, ge=2**16, description="memory bound of the stream log")
     threads: int | None = Field(None, ge=1)
+    batch_invariant: bool = Field(
+        True, description="llama.cpp: keep greedy answers independent of the batch (smaller ubatches)"
+    )
     prefix_reuse: bool = Field(True, description="reuse the keys/values of the last chat turn (llamacpp)")
     api_key: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated keys; requests then need 'Authorization: Bearer KEY'"

@@ -102,6 +102,7 @@ def _llamacpp_engine(settings: Settings) -> _Built:
         max_num_seqs=settings.max_num_seqs,
         max_batch_tokens=settings.prefill_chunk + settings.max_num_seqs,
         threads=settings.threads,
+        batch_invariant=settings.batch_invariant,
     )
     core = LLMEngine(
         runner,
