@@ -105,6 +105,9 @@ def _generation_request(
     asked = body.requested_max_tokens
     check_prompt_tokens(settings.max_prompt_tokens, len(prompt_ids), "messages")
     check_max_tokens(settings.max_tokens_limit, asked)
+    vocab = len(info.tokenizer)
+    if any(t < 0 or t >= vocab for t in body.stop_token_ids or ()):  # out of range they would fail the whole batch
+        raise APIError(400, f"'stop_token_ids' must be token ids (0..{vocab - 1})", param="stop_token_ids")
     if room < 1 or (asked is not None and asked > room):
         want = asked if asked is not None else 1
         raise APIError(
