@@ -68,14 +68,14 @@ def _build_llama_server() -> None:
         subprocess.run(["bash", str(ROOT / "bench" / "build_llama_server.sh")], check=True)
 
 
-def _streamchat(name: str, engine: str | None) -> Peer:
-    extra = ["--engine", engine] if engine else []
+def _streamchat(name: str, engine: str | None, *flags: str) -> Peer:
+    extra = (["--engine", engine] if engine else []) + list(flags)
     return Peer(
         name=name,
         argv=lambda p: [PY, "-m", "streamchat", "serve", *_listen(p), *extra],
         extra_body=lambda n: {"ignore_eos": True, "min_tokens": n},
         prepare=lambda: _need_module("streamchat", "the streamchat package is not importable yet"),
-        note=f"streamchat{' --engine ' + engine if engine else ''}",
+        note=" ".join(["streamchat", *extra]),
     )
 
 
@@ -105,6 +105,8 @@ PEERS: dict[str, Peer] = {
     "streamchat": _streamchat("streamchat", None),
     "streamchat-transformers": _streamchat("streamchat-transformers", "transformers"),
     "streamchat-llamacpp": _streamchat("streamchat-llamacpp", "llamacpp"),
+    # full-size ubatches: faster batched steps, greedy answers may depend on the batch
+    "streamchat-llamacpp-fast": _streamchat("streamchat-llamacpp-fast", "llamacpp", "--batch-invariant", "false"),
     "transformers-serve": _transformers_serve("transformers-serve", True),
     "transformers-serve-nocb": _transformers_serve("transformers-serve-nocb", False),
     # 16 slots, continuous batching on by default; ignore_eos forces the length (min_tokens does not).
