@@ -26,7 +26,7 @@ SHORT = {
     "stream": True,
     "stream_options": {"include_usage": True},
 }
-LONG = {**SHORT, "max_tokens": 300, "resumable": False}
+LONG = {**SHORT, "max_tokens": 4000, "resumable": False}  # cannot finish within the grace period
 CHAT = "/v1/chat/completions"
 
 

@@ -17,7 +17,7 @@ from tests.support import wait_for
 GRACE_S = 3.0
 LONG = {
     "messages": [{"role": "user", "content": "Tell me a long story."}],
-    "max_tokens": 400,
+    "max_tokens": 4000,
     "temperature": 0,
     "ignore_eos": True,
     "stream": True,
