@@ -106,6 +106,9 @@ PEERS: dict[str, Peer] = {
     "streamchat-transformers": _streamchat("streamchat-transformers", "transformers"),
     "streamchat-llamacpp": _streamchat("streamchat-llamacpp", "llamacpp"),
     # full-size ubatches: faster batched steps, greedy answers may depend on the batch
+    # fewer rows per step: llama.cpp's unified cache makes each row attend over every row's cells
+    "streamchat-llamacpp-16": _streamchat("streamchat-llamacpp-16", "llamacpp", "--max-num-seqs", "16"),
+    "streamchat-llamacpp-32": _streamchat("streamchat-llamacpp-32", "llamacpp", "--max-num-seqs", "32"),
     "streamchat-llamacpp-fast": _streamchat("streamchat-llamacpp-fast", "llamacpp", "--batch-invariant", "false"),
     "transformers-serve": _transformers_serve("transformers-serve", True),
     "transformers-serve-nocb": _transformers_serve("transformers-serve-nocb", False),

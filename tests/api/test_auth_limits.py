@@ -17,7 +17,7 @@ from streamchat.api.limits import KeyLimiter
 from tests.conftest import _free_port, _wait_ready
 from tests.support import assert_error
 
-KEYS = ("alpha-key", "beta-key", "gamma-key")
+KEYS = ("alpha-key", "beta-key", "gamma-key", "delta-key", "epsilon-key")
 RPM = 4
 CHAT = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}
 
@@ -29,9 +29,10 @@ def locked_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     log_path = key_file.parent / "server.log"
     cmd = [sys.executable, "-m", "streamchat", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--engine", "transformers", "--api-key", f"{KEYS[0]},{KEYS[1]}", "--api-key-file", str(key_file),
+           "--engine", "transformers", "--api-key", ",".join(KEYS[:2] + KEYS[3:]), "--api-key-file", str(key_file),
            "--rate-limit-rpm", str(RPM), "--max-concurrent-per-key", "1", "--max-body-bytes", "4096",
-           "--max-prompt-tokens", "200", "--max-tokens-limit", "16", "--public-health", "true",
+           "--max-prompt-tokens", "200", "--max-tokens-limit", "16", "--max-num-seqs", "1", "--max-queue", "0",
+           "--public-health", "true",
            "--public-metrics", "false", "--log-level", "warning"]  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
@@ -119,6 +120,35 @@ def test_requests_in_flight_are_limited_per_key(locked_url: str) -> None:
         t.join(60)
 
 
+def test_a_full_server_refuses_at_once_with_429_and_retry_after(locked_url: str) -> None:
+    """--max-num-seqs 1 --max-queue 0: while one request runs, the next is refused, not queued."""
+    body = {**CHAT, "max_tokens": 16, "ignore_eos": True, "stream": True}
+    first_open = threading.Event()
+    release = threading.Event()
+
+    def hold_a_stream() -> None:
+        with httpx.stream("POST", f"{locked_url}/v1/chat/completions", json=body, headers=bearer(KEYS[3]),
+                          timeout=60) as r:
+            assert r.status_code == 200
+            first_open.set()
+            release.wait(30)
+            r.read()
+
+    t = threading.Thread(target=hold_a_stream)
+    t.start()
+    try:
+        assert first_open.wait(60)
+        refused = httpx.post(f"{locked_url}/v1/chat/completions", json=CHAT, headers=bearer(KEYS[4]), timeout=30)
+        assert assert_error(refused, 429)["code"] == "queue_full"
+        assert refused.headers["retry-after"] == "1"
+        assert refused.elapsed.total_seconds() < 2.0, "a refusal must not wait for capacity"
+    finally:
+        release.set()
+        t.join(60)
+    after = httpx.post(f"{locked_url}/v1/chat/completions", json=CHAT, headers=bearer(KEYS[4]), timeout=60)
+    assert after.status_code == 200, "capacity came back when the stream ended"
+
+
 def test_ceilings_on_body_size_prompt_tokens_and_max_tokens(locked_url: str) -> None:
     key = bearer(KEYS[0])
     big = {"messages": [{"role": "user", "content": "x" * 5000}]}
@@ -139,10 +169,7 @@ def test_ceilings_on_body_size_prompt_tokens_and_max_tokens(locked_url: str) -> 
 
 
 def test_metrics_can_be_locked_behind_the_key(locked_url: str) -> None:
-    r = httpx.get(f"{locked_url}/metrics", timeout=10)
-    if r.status_code == 404:
-        pytest.skip("no /metrics route in this build")
-    assert_error(r, 401)
+    assert_error(httpx.get(f"{locked_url}/metrics", timeout=10), 401)
     assert httpx.get(f"{locked_url}/metrics", headers=bearer(KEYS[0]), timeout=10).status_code == 200
 
 
