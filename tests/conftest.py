@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -37,13 +39,39 @@ def _log_tail(path: Path, chars: int = 4000) -> str:
     return path.read_text(encoding="utf-8", errors="replace")[-chars:]
 
 
+@dataclass
+class RunningServer:
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+
+
+@contextmanager
+def running_server(log_dir: Path, *flags: str) -> Iterator[RunningServer]:
+    """`python -m streamchat serve FLAGS` on a free loopback port, ready when yielded, stopped after."""
+    port = _free_port()
+    log_path = log_dir / "server.log"
+    cmd = [sys.executable, "-m", "streamchat", "serve", "--host", "127.0.0.1", "--port", str(port), *flags]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, url, log_path)
+        yield RunningServer(url, proc, log_path)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    cmd = [
-        sys.executable, "-m", "streamchat", "serve",
-        "--host", "127.0.0.1", "--port", str(port),
+    flags = [
         "--max-num-seqs", "16",
         "--ping-interval", str(PING_INTERVAL_S),
         "--default-max-tokens", "32",
@@ -51,20 +79,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--prefix-reuse", "false",  # reused keys/values change greedy answers (llama.cpp numerics)
         "--log-level", "warning",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, url, log_path)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    with running_server(tmp_path_factory.mktemp("server"), *flags) as server:
+        yield server.url
 
 
 def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path) -> None:

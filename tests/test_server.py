@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 
-from tests.conftest import _free_port, _wait_ready
+from tests.conftest import running_server
 from tests.support import parse_sse
 
 LONG = {
@@ -20,18 +17,6 @@ LONG = {
     "ignore_eos": True,
     "stream": True,
 }
-
-
-def start(tmp_path, grace: float) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    log_path = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "streamchat", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--shutdown-grace", str(grace), "--log-level", "warning", "--engine", "transformers"]  # fmt: skip
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
-    url = f"http://127.0.0.1:{port}"
-    _wait_ready(proc, url, log_path)
-    return proc, url
 
 
 def stream_in_background(url: str, body: dict, out: dict, started: threading.Event) -> threading.Thread:
@@ -53,8 +38,9 @@ def stream_in_background(url: str, body: dict, out: dict, started: threading.Eve
 
 
 def test_sigterm_drains_then_closes_open_streams_with_a_reconnect_error_and_exits_0(tmp_path) -> None:
-    proc, url = start(tmp_path, grace=10.0)
-    try:
+    flags = ["--shutdown-grace", "10", "--log-level", "warning", "--engine", "transformers"]
+    with running_server(tmp_path, *flags) as server:
+        proc, url = server.proc, server.url
         short_out, long_out = {}, {}
         short_started, long_started = threading.Event(), threading.Event()
         short = stream_in_background(url, {**LONG, "max_tokens": 3}, short_out, short_started)
@@ -68,9 +54,6 @@ def test_sigterm_drains_then_closes_open_streams_with_a_reconnect_error_and_exit
         assert proc.wait(timeout=60) == 0
         short.join(10)
         long.join(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     finished = parse_sse(short_out["body"]).events
     assert finished[-1].data == "[DONE]" and '"finish_reason":"length"' in finished[-2].data
     cut = parse_sse(long_out["body"]).events

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -14,7 +11,7 @@ import pytest
 from streamchat.api.auth import matches
 from streamchat.api.errors import APIError
 from streamchat.api.limits import KeyLimiter
-from tests.conftest import _free_port, _wait_ready
+from tests.conftest import running_server
 from tests.support import assert_error
 
 KEYS = ("alpha-key", "beta-key", "gamma-key", "delta-key", "epsilon-key")
@@ -26,23 +23,12 @@ CHAT = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "tempe
 def locked_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
     key_file.write_text(f"# operators' keys\n{KEYS[2]}\n\n", encoding="utf-8")
-    port = _free_port()
-    log_path = key_file.parent / "server.log"
-    cmd = [sys.executable, "-m", "streamchat", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--engine", "transformers", "--api-key", ",".join(KEYS[:2] + KEYS[3:]), "--api-key-file", str(key_file),
-           "--rate-limit-rpm", str(RPM), "--max-concurrent-per-key", "1", "--max-body-bytes", "4096",
-           "--max-prompt-tokens", "200", "--max-tokens-limit", "16", "--max-num-seqs", "1", "--max-queue", "0",
-           "--public-health", "true",
-           "--public-metrics", "false", "--log-level", "warning"]  # fmt: skip
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(proc, url, log_path)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    flags = ["--engine", "transformers", "--api-key", ",".join(KEYS[:2] + KEYS[3:]), "--api-key-file", str(key_file),
+             "--rate-limit-rpm", str(RPM), "--max-concurrent-per-key", "1", "--max-body-bytes", "4096",
+             "--max-prompt-tokens", "200", "--max-tokens-limit", "16", "--max-num-seqs", "1", "--max-queue", "0",
+             "--public-health", "true", "--public-metrics", "false", "--log-level", "warning"]  # fmt: skip
+    with running_server(key_file.parent, *flags) as server:
+        yield server.url
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -127,8 +113,9 @@ def test_a_full_server_refuses_at_once_with_429_and_retry_after(locked_url: str)
     release = threading.Event()
 
     def hold_a_stream() -> None:
-        with httpx.stream("POST", f"{locked_url}/v1/chat/completions", json=body, headers=bearer(KEYS[3]),
-                          timeout=60) as r:
+        with httpx.stream(
+            "POST", f"{locked_url}/v1/chat/completions", json=body, headers=bearer(KEYS[3]), timeout=60
+        ) as r:
             assert r.status_code == 200
             first_open.set()
             release.wait(30)

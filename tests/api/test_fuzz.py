@@ -9,9 +9,6 @@ few decode steps, and `--resume-grace 0` so nothing keeps generating after its r
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 
@@ -22,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from tests.conftest import _free_port, _wait_ready
+from tests.conftest import running_server
 
 EXAMPLES_PER_OPERATION = 80  # per mode; small operations (no parameters) run out of cases sooner
 MIN_TOTAL_CASES = 1000
@@ -32,23 +29,14 @@ calls: Counter[str] = Counter()
 
 @pytest.fixture(scope="module")
 def fuzz_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("fuzz") / "server.log"
-    cmd = [
-        sys.executable, "-m", "streamchat", "serve", "--host", "127.0.0.1", "--port", str(port),
+    flags = [
         "--default-max-tokens", "2", "--max-tokens-limit", "4", "--max-prompt-tokens", "64",
         "--resume-grace", "0", "--max-num-seqs", "8", "--log-level", "warning",
     ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(proc, url, log_path)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text(errors="replace")[-4000:]
+    with running_server(tmp_path_factory.mktemp("fuzz"), *flags) as server:
+        yield server.url
+    log = server.log_path.read_text(errors="replace")
+    assert "Traceback" not in log, log[-4000:]
 
 
 def _operations(url: str) -> list[schemathesis.APIOperation]:

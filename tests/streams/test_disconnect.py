@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import _free_port, _wait_ready
+from tests.conftest import running_server
 from tests.support import wait_for
 
 GRACE_S = 3.0
@@ -26,31 +23,9 @@ LONG = {
 
 @pytest.fixture(scope="module")
 def short_grace_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("grace") / "server.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamchat",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--resume-grace",
-        str(GRACE_S),
-        "--log-level",
-        "warning",
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(proc, url, log_path)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    flags = ["--resume-grace", str(GRACE_S), "--log-level", "warning"]
+    with running_server(tmp_path_factory.mktemp("grace"), *flags) as server:
+        yield server.url
 
 
 def health(url: str) -> dict:

@@ -7,18 +7,13 @@ fresh context, so storage and connections never leak from one test to the next.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import pytest_asyncio
 
+from tests.conftest import running_server
 from tests.support import PING_INTERVAL_S
 from tests.web.proxy import CuttableProxy
 
@@ -31,7 +26,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-STARTUP_TIMEOUT_S = 240.0
 RESUME_GRACE_S = 30  # the production default; see `web_url`
 
 try:
@@ -85,12 +79,6 @@ async def proxy(web_url: str) -> AsyncIterator[CuttableProxy]:
     await p.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def web_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The browser tests' own server, for the tests that compare an answer with the greedy one.
@@ -105,37 +93,11 @@ def web_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("web-server") / "server.log"
-    cmd = [
-        sys.executable, "-m", "streamchat", "serve",
-        "--host", "127.0.0.1", "--port", str(port),
+    flags = [
         "--ping-interval", str(PING_INTERVAL_S),
         "--resume-grace", str(RESUME_GRACE_S),
         "--prefix-reuse", "false",
         "--log-level", "warning",
     ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-4000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after {STARTUP_TIMEOUT_S:.0f} s")
-            time.sleep(0.25)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    with running_server(tmp_path_factory.mktemp("web-server"), *flags) as server:
+        yield server.url
