@@ -52,10 +52,6 @@ class ServerState:
         """Whether any request is still being answered."""
         return bool(self.streams.live_count or (self.engine is not None and self.engine.num_pending))
 
-    @property
-    def ready(self) -> bool:
-        return self.engine is not None and self.engine.alive
-
     def require_ready(self) -> tuple[AsyncEngine, ModelInfo]:
         if self.draining:
             raise APIError(

@@ -87,9 +87,6 @@ class StreamManager:
     async def last_seq(self, stream_id: str) -> int:
         return await self.log.last_seq(stream_id)
 
-    def is_live(self, stream_id: str) -> bool:
-        return stream_id in self._live
-
     async def read(self, stream_id: str, after: int = -1, resumed: bool = False) -> AsyncIterator[bytes]:
         """Framed events of `stream_id` after `after`, live until the stream ends."""
         live = self._live.get(stream_id)
