@@ -12,7 +12,7 @@ import torch
 from streamchat.config import Settings
 from streamchat.engine.async_engine import AsyncEngine
 from streamchat.engine.llamacpp_loader import gguf_path, load_gguf
-from streamchat.engine.llm_engine import LLMEngine
+from streamchat.engine.llm_engine import LLMEngine, Runner
 from streamchat.engine.loader import load_transformers
 from streamchat.engine.transformers_runner import TransformersRunner
 
@@ -67,22 +67,9 @@ def _transformers_engine(settings: Settings) -> _Built:
         settings.model, settings.device, settings.dtype, settings.cache_dir, settings.max_model_len
     )
     runner = TransformersRunner(loaded.model)
-    cache_tokens = settings.cache_tokens or default_cache_tokens(
-        runner.cache.bytes_per_token, runner.device, settings.max_num_seqs * loaded.max_model_len
-    )
-    cache_tokens = max(cache_tokens, loaded.max_model_len)
-    log.info("KV cache budget: %d tokens (%.0f MiB)", cache_tokens, cache_tokens * runner.cache.bytes_per_token / 2**20)
-    core = LLMEngine(
-        runner,
-        loaded.tokenizer,
-        loaded.eos_token_ids,
-        loaded.max_model_len,
-        settings.max_num_seqs,
-        cache_tokens,
-        settings.prefill_chunk,
-        settings.seed,
-    )
-    return core, loaded.name, loaded.max_model_len, loaded.tokenizer
+    ceiling = settings.max_num_seqs * loaded.max_model_len
+    cache_tokens = _cache_budget(settings, runner.cache.bytes_per_token, runner.device, ceiling, loaded.max_model_len)
+    return _built(runner, loaded, settings, cache_tokens)
 
 
 def _llamacpp_engine(settings: Settings) -> _Built:
@@ -91,11 +78,10 @@ def _llamacpp_engine(settings: Settings) -> _Built:
     if not llama_cpp_available():
         raise RuntimeError("engine=llamacpp needs llama-cpp-python (pip install 'llama-cpp-python>=0.3.8,<0.4')")
     loaded = load_gguf(settings.model, settings.cache_dir, settings.max_model_len, settings.log_level == "debug")
-    bytes_per_token = loaded.model.kv_bytes_per_token
     ceiling = min(settings.max_num_seqs * loaded.max_model_len, _LLAMACPP_DEFAULT_CELLS)
-    cache_tokens = settings.cache_tokens or default_cache_tokens(bytes_per_token, torch.device("cpu"), ceiling)
-    cache_tokens = max(cache_tokens, loaded.max_model_len)
-    log.info("KV cache: %d cells (%.0f MiB)", cache_tokens, cache_tokens * bytes_per_token / 2**20)
+    cache_tokens = _cache_budget(
+        settings, loaded.model.kv_bytes_per_token, torch.device("cpu"), ceiling, loaded.max_model_len
+    )
     runner = LlamaCppRunner(
         loaded.model,
         n_ctx=cache_tokens,
@@ -104,6 +90,21 @@ def _llamacpp_engine(settings: Settings) -> _Built:
         threads=settings.threads,
         batch_invariant=settings.batch_invariant,
     )
+    return _built(runner, loaded, settings, cache_tokens, prefix_reuse=settings.prefix_reuse)
+
+
+def _cache_budget(
+    settings: Settings, bytes_per_token: int, device: torch.device, ceiling: int, max_model_len: int
+) -> int:
+    """The configured budget, or a share of free memory; never less than one full-length request."""
+    tokens = settings.cache_tokens or default_cache_tokens(bytes_per_token, device, ceiling)
+    tokens = max(tokens, max_model_len)
+    log.info("KV cache budget: %d tokens (%.0f MiB)", tokens, tokens * bytes_per_token / 2**20)
+    return tokens
+
+
+def _built(runner: Runner, loaded, settings: Settings, cache_tokens: int, prefix_reuse: bool = False) -> _Built:
+    """The engine around a runner; both backends' loaders give name, tokenizer, EOS ids and context."""
     core = LLMEngine(
         runner,
         loaded.tokenizer,
@@ -113,7 +114,7 @@ def _llamacpp_engine(settings: Settings) -> _Built:
         cache_tokens,
         settings.prefill_chunk,
         settings.seed,
-        prefix_reuse=settings.prefix_reuse,
+        prefix_reuse=prefix_reuse,
     )
     return core, loaded.name, loaded.max_model_len, loaded.tokenizer
 
