@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -33,6 +34,30 @@ def locked_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+@contextmanager
+def holding_a_stream(url: str, key: str) -> Iterator[None]:
+    """Keep one streamed request of `key` open (and counted by the server) for the block's duration."""
+    body = {**CHAT, "max_tokens": 16, "ignore_eos": True, "stream": True}
+    first_open = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=bearer(key), timeout=60) as r:
+            assert r.status_code == 200
+            first_open.set()
+            release.wait(30)
+            r.read()
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert first_open.wait(60)
+        yield
+    finally:
+        release.set()
+        t.join(60)
 
 
 ROUTES = [
@@ -83,55 +108,19 @@ def test_requests_per_minute_are_limited_per_key(locked_url: str) -> None:
 
 def test_requests_in_flight_are_limited_per_key(locked_url: str) -> None:
     key = KEYS[2]
-    body = {**CHAT, "max_tokens": 16, "ignore_eos": True, "stream": True}
-    first_open = threading.Event()
-    release = threading.Event()
-
-    def hold_a_stream() -> None:
-        with httpx.stream("POST", f"{locked_url}/v1/chat/completions", json=body, headers=bearer(key), timeout=60) as r:
-            assert r.status_code == 200
-            first_open.set()
-            release.wait(30)
-            r.read()
-
-    t = threading.Thread(target=hold_a_stream)
-    t.start()
-    try:
-        assert first_open.wait(60)
+    with holding_a_stream(locked_url, key):
         second = httpx.post(f"{locked_url}/v1/chat/completions", json=CHAT, headers=bearer(key), timeout=30)
         assert assert_error(second, 429)["code"] == "concurrency_limit_exceeded"
         assert second.headers["retry-after"] == "1"
-    finally:
-        release.set()
-        t.join(60)
 
 
 def test_a_full_server_refuses_at_once_with_429_and_retry_after(locked_url: str) -> None:
     """--max-num-seqs 1 --max-queue 0: while one request runs, the next is refused, not queued."""
-    body = {**CHAT, "max_tokens": 16, "ignore_eos": True, "stream": True}
-    first_open = threading.Event()
-    release = threading.Event()
-
-    def hold_a_stream() -> None:
-        with httpx.stream(
-            "POST", f"{locked_url}/v1/chat/completions", json=body, headers=bearer(KEYS[3]), timeout=60
-        ) as r:
-            assert r.status_code == 200
-            first_open.set()
-            release.wait(30)
-            r.read()
-
-    t = threading.Thread(target=hold_a_stream)
-    t.start()
-    try:
-        assert first_open.wait(60)
+    with holding_a_stream(locked_url, KEYS[3]):
         refused = httpx.post(f"{locked_url}/v1/chat/completions", json=CHAT, headers=bearer(KEYS[4]), timeout=30)
         assert assert_error(refused, 429)["code"] == "queue_full"
         assert refused.headers["retry-after"] == "1"
         assert refused.elapsed.total_seconds() < 2.0, "a refusal must not wait for capacity"
-    finally:
-        release.set()
-        t.join(60)
     after = httpx.post(f"{locked_url}/v1/chat/completions", json=CHAT, headers=bearer(KEYS[4]), timeout=60)
     assert after.status_code == 200, "capacity came back when the stream ended"
 
