@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 class Runner(Protocol):
     cache: object
+    # optional `max_row_chunk: int | None`: the most tokens one row may feed per forward
 
     def forward(self, first_row: int, chunks: list[list[int]], starts: list[int]) -> torch.Tensor: ...
 
@@ -83,6 +84,8 @@ class LLMEngine:
         self._by_id: dict[str, Sequence] = {}
         self._rng = torch.Generator().manual_seed(seed)
         self.prefix_reuse = prefix_reuse
+        self.max_row_chunk: int | None = getattr(runner, "max_row_chunk", None)
+        self._refused: list[tuple[str, Delta]] = []
 
     # -- requests in and out ------------------------------------------------------------------
     def add(self, request: GenerationRequest) -> None:
@@ -93,9 +96,13 @@ class LLMEngine:
             stops=StopMatcher(p.stop),
             generator=torch.Generator().manual_seed(p.seed) if p.seed is not None else None,
         )
+        self.stats.prompt_tokens += len(request.prompt_token_ids)
+        if len(seq.prompt_ids) >= self.max_model_len:  # no room for one token: it could never run
+            error = f"the prompt holds {len(seq.prompt_ids)} tokens; this model's context is {self.max_model_len}"
+            self._refused.append((seq.id, self._finish(seq, FinishReason.ERROR, "", error=error)))
+            return
         self._by_id[seq.id] = seq
         self.scheduler.waiting.append(seq)
-        self.stats.prompt_tokens += len(request.prompt_token_ids)
 
     def abort(self, request_id: str) -> Delta | None:
         seq = self._by_id.get(request_id)
@@ -128,12 +135,12 @@ class LLMEngine:
 
     @property
     def has_work(self) -> bool:
-        return self.scheduler.has_work
+        return bool(self._refused) or self.scheduler.has_work
 
     # -- the loop -----------------------------------------------------------------------------
     def step(self) -> list[tuple[str, Delta]]:
         self.stats.steps += 1
-        out: list[tuple[str, Delta]] = []
+        out, self._refused = self._refused, []
         first_new = len(self.scheduler.rows)
         self.scheduler.admit()
         self._mark_admitted(self.scheduler.rows[first_new:])
@@ -159,12 +166,13 @@ class LLMEngine:
             self.stats.reused_tokens += seq.num_cached
 
     def _prefill(self, out: list[tuple[str, Delta]]) -> None:
-        """One forward over a contiguous run of prefilling rows, at most `prefill_chunk` tokens."""
+        """One forward over a contiguous run of prefilling rows, at most `prefill_chunk` tokens
+        (and at most the runner's `max_row_chunk` per row)."""
         seqs, chunks, budget = [], [], self.prefill_chunk
         for seq in self.scheduler.prefilling:
             if budget <= 0:
                 break
-            chunk = seq.uncached[:budget]
+            chunk = seq.uncached[: min(budget, self.max_row_chunk or budget)]
             seqs.append(seq)
             chunks.append(chunk)
             budget -= len(chunk)
