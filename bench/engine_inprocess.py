@@ -35,7 +35,7 @@ CACHE_TOKENS = 32768
 MAX_SEQS = 64
 
 
-def transformers_engine(args: argparse.Namespace) -> Callable[[], LLMEngine]:
+def transformers_engine(args: argparse.Namespace, linear_dtype: str = "auto") -> Callable[[], LLMEngine]:
     import torch
 
     from streamchat.engine.loader import load_transformers
@@ -43,7 +43,7 @@ def transformers_engine(args: argparse.Namespace) -> Callable[[], LLMEngine]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    loaded = load_transformers(None, "cpu", "float32", default_cache_dir(), None)
+    loaded = load_transformers(None, "cpu", "float32", default_cache_dir(), None, linear_dtype)
 
     def make() -> LLMEngine:
         runner = TransformersRunner(loaded.model)
@@ -55,20 +55,24 @@ def transformers_engine(args: argparse.Namespace) -> Callable[[], LLMEngine]:
 
 def llamacpp_engine(args: argparse.Namespace, batch_invariant: bool = True) -> Callable[[], LLMEngine]:
     from streamchat.engine.llamacpp_loader import load_gguf
-    from streamchat.engine.llamacpp_runner import LlamaCppRunner
+    from streamchat.engine.llamacpp_runner import DEFAULT_CONTEXT, PARK_SLOTS, LlamaCppRunner
 
     loaded = load_gguf(None, default_cache_dir(), None)
-    runner = LlamaCppRunner(loaded.model, CACHE_TOKENS, MAX_SEQS, 512 + MAX_SEQS, args.threads, 4, batch_invariant)
+    runner = LlamaCppRunner(  # sized as the server's default: one stream of DEFAULT_CONTEXT cells per sequence
+        loaded.model, DEFAULT_CONTEXT, MAX_SEQS, 512 + MAX_SEQS, args.threads, PARK_SLOTS, batch_invariant
+    )
+    n = runner.n_ctx_seq
 
     def make() -> LLMEngine:  # one context for all levels: it is cleared between them
-        return LLMEngine(runner, loaded.tokenizer, loaded.eos_token_ids, loaded.max_model_len, MAX_SEQS, CACHE_TOKENS)
+        return LLMEngine(runner, loaded.tokenizer, loaded.eos_token_ids, n, MAX_SEQS, MAX_SEQS * n)
 
     make.tokenizer = loaded.tokenizer  # type: ignore[attr-defined]
     return make
 
 
 RUNNERS: dict[str, Callable[[argparse.Namespace], Callable[[], LLMEngine]]] = {
-    "transformers": transformers_engine,
+    "transformers": transformers_engine,  # linear layers as the server runs them (bf16 where native)
+    "transformers-fp32": lambda args: transformers_engine(args, linear_dtype="float32"),
     "llamacpp": llamacpp_engine,
     "llamacpp-bigubatch": lambda args: llamacpp_engine(args, batch_invariant=False),
 }

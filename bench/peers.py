@@ -105,8 +105,8 @@ PEERS: dict[str, Peer] = {
     "streamchat": _streamchat("streamchat", None),
     "streamchat-transformers": _streamchat("streamchat-transformers", "transformers"),
     "streamchat-llamacpp": _streamchat("streamchat-llamacpp", "llamacpp"),
-    # full-size ubatches: faster batched steps, greedy answers may depend on the batch
-    # fewer rows per step: llama.cpp's unified cache makes each row attend over every row's cells
+    # rows prefill more than 63 tokens per forward: faster prefill, greedy answers may depend on the batch
+    # fewer rows per step
     "streamchat-llamacpp-16": _streamchat("streamchat-llamacpp-16", "llamacpp", "--max-num-seqs", "16"),
     "streamchat-llamacpp-32": _streamchat("streamchat-llamacpp-32", "llamacpp", "--max-num-seqs", "32"),
     "streamchat-llamacpp-fast": _streamchat("streamchat-llamacpp-fast", "llamacpp", "--batch-invariant", "false"),

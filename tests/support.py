@@ -12,6 +12,7 @@ import httpx
 
 PING_INTERVAL_S = 1  # the test server pings this often
 RESUME_GRACE_S = 2  # and reaps a dropped resumable stream after this long
+LONG_ANSWER = 1500  # tokens: more than any test waits for, within the default 2048-token context
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 CHINESE_SENTENCE = "你好，世界。今天天气很好。"

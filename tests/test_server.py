@@ -9,7 +9,7 @@ import time
 import httpx
 
 from tests.conftest import running_server
-from tests.support import parse_sse
+from tests.support import LONG_ANSWER, parse_sse
 
 LONG = {
     "messages": [{"role": "user", "content": "Tell me a long story."}],
@@ -44,7 +44,7 @@ def test_sigterm_drains_then_closes_open_streams_with_a_reconnect_error_and_exit
         short_out, long_out = {}, {}
         short_started, long_started = threading.Event(), threading.Event()
         short = stream_in_background(url, {**LONG, "max_tokens": 3}, short_out, short_started)
-        long = stream_in_background(url, {**LONG, "max_tokens": 4000}, long_out, long_started)
+        long = stream_in_background(url, {**LONG, "max_tokens": LONG_ANSWER}, long_out, long_started)
         assert short_started.wait(120) and long_started.wait(120)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)

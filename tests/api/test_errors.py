@@ -13,7 +13,7 @@ from tests.support import assert_error
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 HI = [{"role": "user", "content": "hi"}]
-TOO_LONG = "1" * 9000  # one token per digit: far past the 8192-token context
+TOO_LONG = "1" * 9000  # one token per digit: far past the context (the model's native one is 8192)
 JSON = {"content-type": "application/json"}
 
 # (method, path, request keyword arguments, status, param named in the error or None to skip)
@@ -120,9 +120,11 @@ def test_prompt_past_the_context_names_token_counts(
 
 
 def test_completion_past_the_context_names_token_counts(http: httpx.Client) -> None:
-    r = http.post(COMPLETIONS, json={"prompt": "1" * 8000, "max_tokens": 1000})
+    context = http.get("/v1/models").json()["data"][0]["max_model_len"]
+    prompt_tokens = context - 500  # the prompt fits, the answer asked for does not
+    r = http.post(COMPLETIONS, json={"prompt": "1" * prompt_tokens, "max_tokens": 1000})
     error = assert_error(r, 400, param="max_tokens")
-    assert {"8000", "1000"} <= set(re.findall(r"\d+", error["message"]))
+    assert {str(context), str(prompt_tokens), "1000"} <= set(re.findall(r"\d+", error["message"]))
 
 
 def test_server_still_serves_after_bad_input(http: httpx.Client) -> None:

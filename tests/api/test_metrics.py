@@ -14,7 +14,7 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import RESUME_GRACE_S, wait_for
+from tests.support import LONG_ANSWER, RESUME_GRACE_S, wait_for
 
 Samples = dict[tuple[str, frozenset], float]
 
@@ -26,7 +26,7 @@ SHORT = {
     "stream": True,
     "stream_options": {"include_usage": True},
 }
-LONG = {**SHORT, "max_tokens": 4000, "resumable": False}  # cannot finish within the grace period
+LONG = {**SHORT, "max_tokens": LONG_ANSWER, "resumable": False}  # cannot finish within the grace period
 CHAT = "/v1/chat/completions"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import defaultdict
 
 import pytest
 
@@ -13,7 +14,7 @@ from streamchat.chat.prompt import render  # noqa: E402
 from streamchat.config import Settings, default_cache_dir  # noqa: E402
 from streamchat.engine.factory import _llamacpp_engine, choose_backend  # noqa: E402
 from streamchat.engine.llamacpp_loader import LoadedGGUF, load_gguf  # noqa: E402
-from streamchat.engine.llamacpp_runner import LlamaCppRunner  # noqa: E402
+from streamchat.engine.llamacpp_runner import LlamaCppRunner, cells_per_sequence  # noqa: E402
 from streamchat.engine.llm_engine import LLMEngine  # noqa: E402
 from streamchat.engine.loader import ModelNotFoundError  # noqa: E402
 from streamchat.engine.types import FinishReason, GenerationRequest, SamplingParams  # noqa: E402
@@ -29,12 +30,27 @@ def gguf() -> LoadedGGUF:
     return load_gguf(None, default_cache_dir(), None)
 
 
-def make_engine(gguf: LoadedGGUF, max_num_seqs: int = 16, prefix_reuse: bool = False) -> LLMEngine:
+def make_engine(
+    gguf: LoadedGGUF, max_num_seqs: int = 16, prefix_reuse: bool = False, n_ctx_seq: int = 512, prefill_chunk: int = 512
+) -> LLMEngine:
+    """Sized as the factory sizes it: max_model_len is a row's stream, the budget every row at full length."""
     runner = LlamaCppRunner(
-        gguf.model, n_ctx=2048, max_num_seqs=max_num_seqs, max_batch_tokens=512 + max_num_seqs, threads=1
+        gguf.model,
+        n_ctx_seq=n_ctx_seq,
+        max_num_seqs=max_num_seqs,
+        max_batch_tokens=prefill_chunk + max_num_seqs,
+        threads=1,
     )
+    n = runner.n_ctx_seq
     return LLMEngine(
-        runner, gguf.tokenizer, gguf.eos_token_ids, gguf.max_model_len, max_num_seqs, 2048, prefix_reuse=prefix_reuse
+        runner,
+        gguf.tokenizer,
+        gguf.eos_token_ids,
+        n,
+        max_num_seqs,
+        max_num_seqs * n,
+        prefill_chunk,
+        prefix_reuse=prefix_reuse,
     )
 
 
@@ -58,35 +74,147 @@ def test_auto_picks_llamacpp_for_gguf_and_refuses_other_models() -> None:
         _llamacpp_engine(Settings(engine="llamacpp", model="HuggingFaceTB/SmolLM2-135M-Instruct"))
 
 
-def test_row_moves_keep_llama_cpp_memory_and_lengths_in_step(gguf: LoadedGGUF) -> None:
-    """The scheduler's moves, swaps and restarts in a random order; lengths must match llama.cpp's."""
+def test_row_moves_keep_each_rows_cells_and_lengths(gguf: LoadedGGUF) -> None:
+    """The scheduler's moves, swaps and restarts in a random order: lengths must match llama.cpp's,
+    and each row must still hold its own sequence, bit for bit (its next logits equal a fresh run's)."""
     rng = random.Random(0)
-    runner = LlamaCppRunner(gguf.model, n_ctx=1024, max_num_seqs=6, max_batch_tokens=64, threads=1)
+    runner = LlamaCppRunner(gguf.model, n_ctx_seq=256, max_num_seqs=6, max_batch_tokens=64, threads=1)
+    fresh = LlamaCppRunner(gguf.model, n_ctx_seq=256, max_num_seqs=1, max_batch_tokens=64, threads=1, park_slots=0)
     cache = runner.cache
-    for _ in range(60):
-        op = rng.choice(["forward", "forward", "move", "swap", "restart", "release"])
+    held: list[list[int]] = [[] for _ in range(cache.n_rows)]  # the tokens each row holds
+
+    def check_rows() -> None:
+        for row, ids in enumerate(held):
+            if ids:
+                probe = runner.forward(row, [[42]], [len(ids)])
+                cache.truncate(row, len(ids))
+                expected = fresh.forward(0, [ids + [42]], [0])
+                assert probe.equal(expected), f"row {row} lost its cells"
+
+    for step in range(60):
+        op = rng.choice(["forward", "forward", "forward", "move", "swap", "restart", "release"])
         a, b = rng.sample(range(cache.n_rows), 2)
         if op == "forward":
-            runner.forward(a, [[rng.randrange(1000, 2000) for _ in range(rng.randint(1, 4))]], [cache.lens[a]])
+            chunk = [rng.randrange(1000, 2000) for _ in range(rng.randint(1, 4))]
+            runner.forward(a, [chunk], [cache.lens[a]])
+            held[a] += chunk
         elif op == "move":
             cache.move_row(a, b)
+            held[b], held[a] = held[a], []
         elif op == "swap":
             cache.swap_rows(a, b)
+            held[a], held[b] = held[b], held[a]
         elif op == "restart":
             runner.forward(a, [[5, 6]], [0])
+            held[a] = [5, 6]
         else:
             cache.release()
-        assert cache.lens == [cache.stored(row) for row in range(cache.n_rows)], op
+            held = [[] for _ in range(cache.n_rows)]
+        assert cache.lens == [len(h) for h in held] == [cache.stored(row) for row in range(cache.n_rows)], op
+        if step % 20 == 19:
+            check_rows()
+    check_rows()
+    runner.close()
+    fresh.close()
+
+
+def test_greedy_answer_does_not_depend_on_neighbours_that_came_and_went(gguf: LoadedGGUF) -> None:
+    """A request admitted after some neighbours finished, while others are mid-flight, gets the answer
+    it gets alone, log-probabilities included. In one shared pool of cells its keys landed in the
+    neighbours' freed cells, out of position order, and flash attention summed them in another order:
+    there this test fails. With one stream per sequence its cells are always 0..n-1."""
+    params = SamplingParams(max_tokens=48, temperature=0.0, ignore_eos=True, logprobs=True)
+    prompts = [chat(gguf, q) for q in QUESTIONS]
+    targets = (1, 3)
+
+    def answer(deltas: list) -> tuple[list[int], list[float]]:
+        return tokens(deltas), [lp.logprob for d in deltas for lp in d.logprobs]
+
+    alone = {
+        i: answer(next(iter(run(make_engine(gguf, 8), [GenerationRequest(prompts[i], params)]).values())))
+        for i in targets
+    }
+    engine = make_engine(gguf, 8)
+    for k, n in enumerate([2, 9, 4, 30, 6, 3, 40]):  # some finish within a few steps, some run on
+        engine.add(
+            GenerationRequest(prompts[(k + 1) % 8], SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True))
+        )
+    got: dict[str, list] = defaultdict(list)
+
+    def step(times: int) -> None:
+        for _ in range(times):
+            for rid, d in engine.step():
+                got[rid].append(d)
+
+    step(12)
+    assert engine.stats.finished >= 4 and engine.num_running >= 2  # holes left behind, neighbours still busy
+    late = {i: GenerationRequest(prompts[i], params) for i in targets}
+    for r in late.values():
+        engine.add(r)
+        step(3)
+    while engine.has_work:
+        step(1)
+    for i, r in late.items():
+        assert answer(got[r.request_id]) == alone[i], QUESTIONS[i]
+
+
+def test_a_lone_long_row_decodes_as_it_does_next_to_others(gguf: LoadedGGUF) -> None:
+    """Alone, one query over more than 256 cells would take ggml's split-KV kernel (other rounding
+    once two threads share it); the runner gives it company so its logits equal those in a batch."""
+    import llama_cpp
+
+    rng = random.Random(1)
+    ids = [rng.randrange(1000, 2000) for _ in range(300)]
+    runner = LlamaCppRunner(gguf.model, n_ctx_seq=512, max_num_seqs=2, max_batch_tokens=320, threads=1, park_slots=0)
+    runner.forward(0, [ids], [0])
+    runner.forward(1, [ids[:20]], [0])
+    llama_cpp.llama_set_n_threads(runner.ctx, 2, 2)  # the split-KV kernel splits the cells between threads
+    together = runner.forward(0, [[7], [8]], [300, 20])[0]
+    alone = runner.forward(0, [[7]], [300])[0]
+    assert alone.equal(together)
+    assert runner.cache.lens == [runner.cache.stored(0), runner.cache.stored(1)] == [301, 21]  # no extra cell left
+    runner.close()
+
+
+def test_a_prompt_longer_than_a_stream_is_refused_and_the_others_go_on(gguf: LoadedGGUF) -> None:
+    engine = make_engine(gguf, 4, n_ctx_seq=256)
+    assert engine.max_model_len == 256
+    filler = gguf.model.tokenize(" hello" * 300, special=False)
+    ok = GenerationRequest(chat(gguf, QUESTIONS[0]), SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
+    too_long = GenerationRequest(filler[:256], GREEDY)
+    just_fits = GenerationRequest(filler[:255], GREEDY)  # room for exactly one token
+    out = run(engine, [ok, too_long, just_fits])
+    refused = out[too_long.request_id]
+    assert len(refused) == 1 and refused[0].finish_reason is FinishReason.ERROR and "256" in refused[0].error
+    assert len(tokens(out[ok.request_id])) == 8
+    assert len(tokens(out[just_fits.request_id])) == 1
+    assert out[just_fits.request_id][-1].finish_reason is FinishReason.LENGTH
+    with pytest.raises(ValueError, match="stream"):  # the runner itself refuses before llama.cpp sees it
+        engine.runner.forward(0, [filler[:257]], [0])
+
+
+def test_cells_per_sequence() -> None:
+    plenty = 10**9
+    assert cells_per_sequence(20, 2048, 8192, None, plenty) == 2048
+    assert cells_per_sequence(20, 2048, 8192, None, 20 * 1000) == 768  # shrunk to fit memory, in 256s
+    assert cells_per_sequence(20, 2048, 8192, None, 100) == 512  # never below 512
+    assert cells_per_sequence(20, 2048, 8192, 20 * 1000, 100) == 768  # --cache-tokens: an even share
+    assert cells_per_sequence(4, 2048, 1000, 10**6, 100) == 1000  # never past the longest allowed
+    with pytest.raises(ValueError, match="cache_tokens=4096"):
+        cells_per_sequence(68, 2048, 8192, 4096, plenty)
+
+
+def test_factory_sizes_one_stream_per_sequence() -> None:
+    built, _, max_model_len, _ = _llamacpp_engine(Settings(max_num_seqs=2, max_model_len=1000))
+    runner = built.runner
+    assert max_model_len == built.max_model_len == 1000  # what the user asked; the stream rounds up to 1024
+    assert runner.n_ctx_seq == 1024 and len(runner.cache._free_park_ids) == 4
+    assert built.scheduler.cache_tokens == 2 * 1000  # every row at full length: never preempts
     runner.close()
 
 
 def test_greedy_alone_equals_greedy_in_a_mixed_batch(gguf: LoadedGGUF) -> None:
-    """Exact while no neighbour frees cells mid-flight, so every row here runs to the same length.
-
-    llama.cpp reuses freed cells, so after a neighbour finishes a row's later keys can sit before
-    its earlier ones, and flash attention then sums in another order: rounding-level differences
-    that may flip a near-tie later in the answer (see the abort test).
-    """
+    """Greedy rows next to sampled ones, prefilled and decoded together, answer as they do alone."""
     fixed = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
     prompts = [chat(gguf, q) for q in QUESTIONS]
     alone = [tokens(next(iter(run(make_engine(gguf), [GenerationRequest(p, fixed)]).values()))) for p in prompts]
@@ -101,8 +229,25 @@ def test_greedy_alone_equals_greedy_in_a_mixed_batch(gguf: LoadedGGUF) -> None:
     assert engine.num_running == 0
 
 
+def test_long_prompts_prefilled_in_other_chunks_answer_as_alone(gguf: LoadedGGUF) -> None:
+    """Prompts over 63 tokens, cut into other chunks next to each other than alone: the same answers,
+    log-probabilities included (no row feeds 64 queries at once, so no tiled attention kernel)."""
+    story = "Once upon a time there was a small village by the sea where fishermen told stories every night. " * 6
+    prompts = [chat(gguf, story + q) for q in ("Who told stories?", "Where was the village?", "Summarize.")]
+    assert all(len(p) > 2 * 63 for p in prompts)
+    params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True, logprobs=True)
+
+    def answer(deltas: list) -> tuple[list[int], list[float]]:
+        return tokens(deltas), [lp.logprob for d in deltas for lp in d.logprobs]
+
+    alone = [answer(next(iter(run(make_engine(gguf, 4), [GenerationRequest(p, params)]).values()))) for p in prompts]
+    reqs = [GenerationRequest(p, params) for p in prompts]
+    out = run(make_engine(gguf, 4, prefill_chunk=100), reqs)
+    assert [answer(out[r.request_id]) for r in reqs] == alone
+
+
 def test_abort_frees_the_row_and_the_others_continue(gguf: LoadedGGUF) -> None:
-    steps_before_abort, checked_after = 5, 3
+    steps_before_abort = 5
     long = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
     prompts = [chat(gguf, q) for q in QUESTIONS[:3]]
     alone = [tokens(next(iter(run(make_engine(gguf), [GenerationRequest(p, long)]).values()))) for p in prompts]
@@ -124,10 +269,8 @@ def test_abort_frees_the_row_and_the_others_continue(gguf: LoadedGGUF) -> None:
     assert engine.num_running == 0
     cache = engine.runner.cache
     assert [cache.stored(row) for row in range(cache.n_rows)] == [0] * cache.n_rows, "finished rows keep no cells"
-    n = steps_before_abort + checked_after  # the last row moved into the aborted one's row: same answer
-    for i in (0, 2):
-        assert len(tokens(got[reqs[i].request_id])) == long.max_tokens
-        assert tokens(got[reqs[i].request_id])[:n] == alone[i][:n]
+    for i in (0, 2):  # the last row moved into the aborted one's row: still its own answer
+        assert tokens(got[reqs[i].request_id]) == alone[i]
 
 
 def test_stop_strings_never_leak(gguf: LoadedGGUF) -> None:
@@ -157,6 +300,7 @@ def test_chinese_deltas_reassemble_exactly(gguf: LoadedGGUF) -> None:
 
 def test_prefix_reuse_gives_the_same_answer_with_less_prefill(gguf: LoadedGGUF) -> None:
     first = chat(gguf, "What is the capital of France?")
+    with_logprobs = SamplingParams(max_tokens=16, temperature=0.0, logprobs=True)
     answers, stats = [], []
     for reuse in (False, True):
         engine = make_engine(gguf, prefix_reuse=reuse)
@@ -164,9 +308,10 @@ def test_prefix_reuse_gives_the_same_answer_with_less_prefill(gguf: LoadedGGUF) 
         reply = gguf.tokenizer.decode(turn1, skip_special_tokens=True)
         second = chat(gguf, "What is the capital of France?", reply, "And of Italy?")
         before = engine.stats.prefilled_tokens
-        answers.append(tokens(next(iter(run(engine, [GenerationRequest(second, GREEDY)]).values()))))
+        deltas = next(iter(run(engine, [GenerationRequest(second, with_logprobs)]).values()))
+        answers.append((tokens(deltas), [lp.logprob for d in deltas for lp in d.logprobs]))
         stats.append((engine.stats.prefilled_tokens - before, engine.stats.reused_tokens, len(second)))
-    assert answers[0] == answers[1]
+    assert answers[0] == answers[1]  # the parked cells hold what a fresh prefill computes, bit for bit
     (plain_prefill, _, n), (reuse_prefill, reused, _) = stats
     assert plain_prefill == n
     assert reused >= len(first)  # at least the whole first prompt came from the parked turn

@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from tests.conftest import running_server
-from tests.support import wait_for
+from tests.support import LONG_ANSWER, wait_for
 
 GRACE_S = 3.0
 LONG = {
     "messages": [{"role": "user", "content": "Tell me a long story."}],
-    "max_tokens": 4000,
+    "max_tokens": LONG_ANSWER,
     "temperature": 0,
     "ignore_eos": True,
     "stream": True,

@@ -19,9 +19,6 @@ from streamchat.engine.transformers_runner import TransformersRunner
 log = logging.getLogger(__name__)
 
 _CACHE_SHARE_OF_FREE_MEMORY = 0.3
-# llama.cpp allocates and touches every cell of its context at start (~22 KiB a token for the
-# embedded model), so its default budget is capped; --cache-tokens sets any size.
-_LLAMACPP_DEFAULT_CELLS = 32768
 
 
 @dataclass
@@ -73,23 +70,37 @@ def _transformers_engine(settings: Settings) -> _Built:
 
 
 def _llamacpp_engine(settings: Settings) -> _Built:
-    from streamchat.engine.llamacpp_runner import LlamaCppRunner
+    """One KV stream per row and per parked prefix, each as long as the longest request.
+
+    llama.cpp allocates and touches every cell at start (~22 KiB a token for the embedded model),
+    so the default per-sequence context is min(native, 2048) and a memory share may shrink it;
+    --max-model-len sets it, --cache-tokens sets the total instead. The engine's max_model_len is
+    that capacity, and no row can outgrow its stream, so the scheduler never needs to preempt.
+    """
+    from streamchat.engine.llamacpp_runner import DEFAULT_CONTEXT, PARK_SLOTS, LlamaCppRunner, cells_per_sequence
 
     if not llama_cpp_available():
         raise RuntimeError("engine=llamacpp needs llama-cpp-python (pip install 'llama-cpp-python>=0.3.8,<0.4')")
     loaded = load_gguf(settings.model, settings.cache_dir, settings.max_model_len, settings.log_level == "debug")
-    ceiling = min(settings.max_num_seqs * loaded.max_model_len, _LLAMACPP_DEFAULT_CELLS)
-    cache_tokens = _cache_budget(
-        settings, loaded.model.kv_bytes_per_token, torch.device("cpu"), ceiling, loaded.max_model_len
-    )
+    park_slots = PARK_SLOTS if settings.prefix_reuse else 0
+    n_seq_ids = settings.max_num_seqs + park_slots
+    longest = loaded.max_model_len  # the model's native context, or --max-model-len when lower
+    context = longest if settings.max_model_len else min(longest, DEFAULT_CONTEXT)
+    bytes_per_token = loaded.model.kv_bytes_per_token
+    ram_tokens = default_cache_tokens(bytes_per_token, torch.device("cpu"), n_seq_ids * context)
+    per_seq = cells_per_sequence(n_seq_ids, context, longest, settings.cache_tokens, ram_tokens)
     runner = LlamaCppRunner(
         loaded.model,
-        n_ctx=cache_tokens,
+        n_ctx_seq=per_seq,
         max_num_seqs=settings.max_num_seqs,
         max_batch_tokens=settings.prefill_chunk + settings.max_num_seqs,
         threads=settings.threads,
+        park_slots=park_slots,
         batch_invariant=settings.batch_invariant,
     )
+    loaded.max_model_len = min(per_seq, runner.n_ctx_seq)
+    log.info("max_model_len %d (one KV stream each for %d sequence ids)", loaded.max_model_len, n_seq_ids)
+    cache_tokens = settings.max_num_seqs * loaded.max_model_len  # every row at full length: never preempts
     return _built(runner, loaded, settings, cache_tokens, prefix_reuse=settings.prefix_reuse)
 
 
