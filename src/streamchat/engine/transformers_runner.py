@@ -12,6 +12,7 @@ import inspect
 
 import torch
 
+from streamchat.engine.exact_attention import CACHE_DTYPE, use_exact_attention
 from streamchat.engine.kv_cache import RowKVCache
 
 
@@ -23,7 +24,11 @@ class TransformersRunner:
         kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
         param = next(model.parameters())
         self.device = param.device
-        self.cache = RowKVCache(cfg.num_hidden_layers, kv_heads, head_dim, param.dtype, param.device)
+        cache_dtype = param.dtype
+        if self.device.type == "cpu":  # batch-independent results (see exact_attention.py)
+            use_exact_attention(model)
+            cache_dtype = CACHE_DTYPE
+        self.cache = RowKVCache(cfg.num_hidden_layers, kv_heads, head_dim, cache_dtype, param.device)
         self.vocab_size = cfg.vocab_size
         self._base = model.base_model
         self._head = model.get_output_embeddings()
