@@ -48,3 +48,13 @@ def test_a_token_gets_the_same_bits_whatever_padding_and_neighbours() -> None:
     mask[3] = _mask(1, 1, 600, used)[0]
     together, _ = exact_attention(nn.Module(), batch_q, batch_k, batch_v, mask)
     assert torch.equal(together[3:4], alone)
+
+
+def test_without_a_mask_it_is_causal() -> None:
+    """Callers that give no mask (transformers' own generate may not) still get causal attention."""
+    query, key, value = _inputs(1, 12, 12)
+    out, _ = exact_attention(nn.Module(), query, key, value, None)
+    ref = nn.functional.scaled_dot_product_attention(
+        query, key.float().repeat_interleave(3, 1), value.float().repeat_interleave(3, 1), is_causal=True
+    ).transpose(1, 2)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

@@ -32,24 +32,26 @@ def exact_attention(
     kv_heads, length = key.shape[1], key.shape[2]
     groups = heads // kv_heads  # query heads sharing one key/value head, grouped without copying K/V
     scale = scaling if scaling is not None else d**-0.5
-    qq = query.to(key.dtype).reshape(b, kv_heads, groups * q, d)
+    key, value = key.to(CACHE_DTYPE), value.to(CACHE_DTYPE)  # no copy when read from a float64 cache
+    qq = query.to(CACHE_DTYPE).reshape(b, kv_heads, groups * q, d)
     scores = (qq @ key.transpose(-1, -2)).mul_(scale).view(b, kv_heads, groups, q, length)
-    if attention_mask is not None:
-        mask = attention_mask[:, :, -q:, -length:].unsqueeze(1)  # [b, 1, 1, q, L]
-        if mask.dtype == torch.bool:
-            scores.masked_fill_(~mask, float("-inf"))
-        else:
-            scores.add_(mask.to(scores.dtype))
+    if attention_mask is None:  # plain causal: query i sees the keys up to its own position
+        attention_mask = torch.ones(q, length, dtype=torch.bool, device=query.device).tril(length - q)[None, None]
+    mask = attention_mask[:, :, -q:, -length:].unsqueeze(1)  # [b, 1, 1, q, L]
+    if mask.dtype == torch.bool:
+        scores.masked_fill_(~mask, float("-inf"))
+    else:
+        scores.add_(mask.to(scores.dtype))
     probs = scores.softmax(dim=-1).view(b, kv_heads, groups * q, length)
     out = (probs @ value).view(b, heads, q, d).to(query.dtype)
     return out.transpose(1, 2).contiguous(), None  # [b, q, heads, d], as transformers expects
 
 
 def use_exact_attention(model: nn.Module) -> None:
-    """Register and switch `model` to `exact_attention` (its 4-D masks are passed through as given)."""
+    """Register and switch `model` to `exact_attention`; a 4-D mask the caller gives is used as given."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
     AttentionInterface.register(NAME, exact_attention)
-    AttentionMaskInterface.register(NAME, sdpa_mask)
+    AttentionMaskInterface.register(NAME, eager_mask)
     model.set_attn_implementation(NAME)
