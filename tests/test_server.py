@@ -59,3 +59,14 @@ def test_sigterm_drains_then_closes_open_streams_with_a_reconnect_error_and_exit
     cut = parse_sse(long_out["body"]).events
     assert cut[-1].data == "[DONE]"
     assert cut[-2].event == "error" and '"server_shutdown"' in cut[-2].data
+
+
+def test_each_request_is_logged_once_with_its_id(tmp_path) -> None:
+    """uvicorn's own access line would repeat streamchat's without the request id."""
+    with running_server(tmp_path, "--max-num-seqs", "2", "--log-level", "info") as server:
+        resp = httpx.get(f"{server.url}/v1/models", headers={"X-Request-Id": "log-once-1"}, timeout=30)
+        assert resp.status_code == 200
+        time.sleep(0.5)  # the line is written when the response has ended
+        log = server.log_path.read_text()
+    assert len([line for line in log.splitlines() if "log-once-1" in line]) == 1
+    assert '"GET /v1/models HTTP/1.1"' not in log

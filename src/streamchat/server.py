@@ -92,7 +92,12 @@ def serve(settings: Settings) -> int:
         flush=True,
     )
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=5
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,  # streamchat.access writes one line per request, with its id and timings
+        timeout_graceful_shutdown=5,
     )
     server = DrainingServer(config, state, settings.shutdown_grace)
     server.run()
