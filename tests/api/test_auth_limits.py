@@ -121,6 +121,9 @@ def test_a_full_server_refuses_at_once_with_429_and_retry_after(locked_url: str)
         assert assert_error(refused, 429)["code"] == "queue_full"
         assert refused.headers["retry-after"] == "1"
         assert refused.elapsed.total_seconds() < 2.0, "a refusal must not wait for capacity"
+        huge = {**CHAT, "messages": [{"role": "user", "content": "word " * 700}]}
+        unread = httpx.post(f"{locked_url}/v1/chat/completions", json=huge, headers=bearer(KEYS[4]), timeout=30)
+        assert assert_error(unread, 429)["code"] == "queue_full", "refused before its prompt is tokenized"
     after = httpx.post(f"{locked_url}/v1/chat/completions", json=CHAT, headers=bearer(KEYS[4]), timeout=60)
     assert after.status_code == 200, "capacity came back when the stream ended"
 

@@ -64,6 +64,7 @@ def _now() -> str:
 
 def _build(body: GLMRequest, state: ServerState) -> GenerationRequest:
     _, info = state.require_ready()
+    state.check_room()  # before any tokenizer work
     window = min(info.max_model_len, body.max_length or info.max_model_len)
     reserved = max(1, min(state.settings.default_max_tokens, window // 4))
     try:

@@ -54,6 +54,7 @@ async def get_model(model_id: str, state: State) -> dict:
 async def chat_completions(body: ChatCompletionRequest, state: State, http: Request) -> Response:
     state.check_model_name(body.model)
     _, info = state.require_ready()
+    state.check_room()  # before any tokenizer work
     try:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
     except ValueError as exc:
@@ -68,6 +69,7 @@ async def chat_completions(body: ChatCompletionRequest, state: State, http: Requ
 async def completions(body: CompletionRequest, state: State, http: Request) -> Response:
     state.check_model_name(body.model)
     _, info = state.require_ready()
+    state.check_room()  # before any tokenizer work
     if body.echo or body.suffix:
         raise APIError(400, "'echo' and 'suffix' are not supported", param="echo" if body.echo else "suffix")
     prompt_ids = _completion_prompt(body.prompt, info)

@@ -80,12 +80,15 @@ class ServerState:
                 code="model_not_found",
             )
 
-    def submit(self, request: GenerationRequest) -> AsyncIterator[Delta]:
-        """Queue a request, refusing at once (429) when the waiting queue is full."""
+    def check_room(self) -> str | None:
+        """Refuse at once (429) when the caller's streams or the server's queue are full.
+
+        Routes call it before they tokenize, so a refused request costs no tokenizer work;
+        `submit` checks again. Returns the caller's key digest (the request's owner).
+        """
         engine, _ = self.require_ready()
         owner = key_digest(CALLER_KEY.get())
         self.limiter.check_concurrency(owner, engine.num_pending_for(owner))
-        request.owner = owner
         capacity = self.settings.max_num_seqs + self.settings.max_queue
         if engine.num_pending >= capacity:
             raise APIError(
@@ -95,6 +98,12 @@ class ServerState:
                 code="queue_full",
                 headers={"Retry-After": "1"},
             )
+        return owner
+
+    def submit(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Queue a request, refusing at once (429) when there is no room for it."""
+        request.owner = self.check_room()
+        engine, _ = self.require_ready()
         return engine.generate(request)
 
 
