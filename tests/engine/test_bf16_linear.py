@@ -63,3 +63,14 @@ def test_cpu_flags_decide_auto(tmp_path: Path) -> None:
 )
 def test_when_linears_multiply_in_bf16(setting: str, device: str, dtype: torch.dtype, expected: bool) -> None:
     assert use_bf16_linears(setting, torch.device(device), dtype) is expected
+
+
+def test_a_shared_input_is_cast_once_but_an_input_changed_in_place_is_cast_again() -> None:
+    torch.manual_seed(0)
+    a, b = nn.Linear(16, 8, bias=False), nn.Linear(16, 8, bias=False)
+    fa, fb = BF16Linear(a), BF16Linear(b)
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(fb(x), b(x), rtol=0.02, atol=0.02)  # a different layer reusing x's cast
+    first = fa(x)
+    x.mul_(2)  # same tensor object, new values
+    torch.testing.assert_close(fa(x), 2 * first, rtol=0.02, atol=0.02)

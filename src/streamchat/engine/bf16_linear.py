@@ -38,7 +38,7 @@ class BF16Linear(nn.Module):
         self.bias = linear.bias.detach() if linear.bias is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xb = x.to(torch.bfloat16)
+        xb = _as_bf16(x)
         y = nn.functional.linear(xb[..., : self.chunk], self.weights[0]).to(x.dtype)
         for i, w in enumerate(self.weights[1:], start=1):
             y = y + nn.functional.linear(xb[..., i * self.chunk : (i + 1) * self.chunk], w).to(x.dtype)
@@ -46,6 +46,24 @@ class BF16Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bf16 products"
+
+
+class _LastCast:
+    """The bf16 copy of the last input: q/k/v (and gate/up) projections read the same tensor."""
+
+    source: torch.Tensor | None = None
+    version = -1
+    cast: torch.Tensor | None = None
+
+
+def _as_bf16(x: torch.Tensor) -> torch.Tensor:
+    if x.is_inference():  # no version counter to tell an in-place change: cast every time
+        return x.to(torch.bfloat16)
+    last = _LastCast
+    if last.source is x and last.version == x._version:  # same tensor, not modified in place since
+        return last.cast  # type: ignore[return-value]
+    last.source, last.version, last.cast = x, x._version, x.to(torch.bfloat16)
+    return last.cast
 
 
 def convert_linears(model: nn.Module) -> int:
