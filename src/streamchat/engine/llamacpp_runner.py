@@ -163,9 +163,11 @@ class LlamaCppCache:
         """The server went idle: free the rows' cells but keep parked prefixes for the next turn.
 
         llama.cpp's memory is allocated once, so there is nothing to hand back to the OS here.
+        Every row is emptied, whatever `lens` says, so a move that failed half-way leaves nothing.
         """
         for row in range(self.n_rows):
-            self._drop(row)
+            llama.llama_memory_seq_rm(self._mem, row, -1, -1)
+        self.lens = [0] * self.n_rows
 
     def stored(self, row: int) -> int:
         """Positions llama.cpp itself holds for `row` (to check `lens` against)."""
