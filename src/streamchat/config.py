@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     stream_log_bytes: int = Field(64 * 2**20, ge=2**16, description="memory bound of the stream log")
     threads: int | None = Field(None, ge=1)
     batch_invariant: bool = Field(
-        True, description="llama.cpp: keep greedy answers independent of the batch (at most 63 tokens per row per forward)"
+        True,
+        description="llama.cpp: keep greedy answers independent of the batch (at most 63 tokens per row per forward)",
     )
     prefix_reuse: bool = Field(True, description="reuse the keys/values of the last chat turn (llamacpp)")
     api_key: Annotated[list[str], NoDecode] = Field(
