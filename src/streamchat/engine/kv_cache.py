@@ -4,7 +4,9 @@ Layout per layer: keys and values `[rows, kv_heads, capacity, head_dim]`. Runnin
 rows `0..n` contiguously (a finished row is filled by moving the last row into it), so a decode
 step reads a plain view `[:n, :, :max_len]` with no gather. Each row has its own length: the
 model writes new keys at per-row positions and a 4-D mask hides what a row has not written.
-Both dimensions grow on demand, so an idle server holds almost nothing.
+Both dimensions grow on demand, so an idle server holds almost nothing. Every growth copies the
+whole cache, so rows grow geometrically (doubling, within `max_rows` and the token budget): when
+requests arrive one by one, 64 rows cost three copies instead of seven.
 
 transformers' attention modules call `cache.update(key, value, layer_idx, ...)`; `plan()` tells
 the cache, before each forward, which rows and positions that call writes and how much it reads.
@@ -30,6 +32,11 @@ class RowKVCache:
         self._row_index = torch.zeros(0, 1, dtype=torch.long)
         self._positions = torch.zeros(0, 0, dtype=torch.long)
         self._read_len = 0
+        self.max_rows: int | None = None  # set by the scheduler: rows never needed beyond these
+        self.max_tokens: int | None = None  # and rows x capacity never beyond its token budget
+
+    def set_limits(self, max_rows: int, max_tokens: int) -> None:
+        self.max_rows, self.max_tokens = max_rows, max_tokens
 
     @property
     def bytes_per_token(self) -> int:
@@ -41,6 +48,13 @@ class RowKVCache:
         new_cap = max(self.capacity, -(-length // _LEN_STEP) * _LEN_STEP)
         if new_rows == self.rows and new_cap == self.capacity:
             return
+        if new_rows > self.rows:  # double, as far as the limits allow, to copy less often
+            room = 2 * self.rows
+            if self.max_rows is not None:
+                room = min(room, -(-self.max_rows // _ROW_STEP) * _ROW_STEP)
+            if self.max_tokens is not None:
+                room = min(room, self.max_tokens // new_cap // _ROW_STEP * _ROW_STEP)
+            new_rows = max(new_rows, room)
         shape = (new_rows, self.kv_heads, new_cap, self.head_dim)
         for store in (self.keys, self.values):
             for i in range(self.num_layers):

@@ -137,6 +137,9 @@ class LlamaCppCache:
         self._bufs = (_HostBuffer(), _HostBuffer())
 
     # -- the scheduler's protocol --------------------------------------------------------------
+    def set_limits(self, max_rows: int, max_tokens: int) -> None:
+        """Nothing to limit: every stream was sized when the context was made."""
+
     def reserve(self, rows: int, length: int) -> None:
         """Nothing to grow: llama.cpp allocated every stream when the context was made."""
 

@@ -23,6 +23,7 @@ class Scheduler:
         self.cache = cache
         self.max_num_seqs = max_num_seqs
         self.cache_tokens = cache_tokens
+        cache.set_limits(max_num_seqs, cache_tokens)
         self.waiting: deque[Sequence] = deque()
         self.rows: list[Sequence] = []
         self.num_decoding = 0
