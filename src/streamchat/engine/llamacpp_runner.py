@@ -122,14 +122,10 @@ class LlamaCppCache:
     earlier position (a preempted or reused row) first drops the stale tail.
     """
 
-    def __init__(
-        self, ctx: llama.llama_context_p, n_rows: int, n_ctx_seq: int, bytes_per_token: int, park_slots: int
-    ) -> None:
+    def __init__(self, ctx: llama.llama_context_p, n_rows: int, park_slots: int) -> None:
         self._ctx = ctx
         self._mem = llama.llama_get_memory(ctx)
         self.n_rows = n_rows
-        self.n_ctx_seq = n_ctx_seq
-        self.bytes_per_token = bytes_per_token
         self.lens = [0] * n_rows
         self._free_park_ids = list(range(n_rows, n_rows + park_slots))
         self.parked: list[_Parked] = []
@@ -308,7 +304,7 @@ class LlamaCppRunner:
         self.max_batch_tokens = max_batch_tokens
         self.batch_invariant = batch_invariant
         self.max_row_chunk: int | None = INVARIANT_ROW_CHUNK if batch_invariant else None
-        self.cache = LlamaCppCache(self.ctx, max_num_seqs, self.n_ctx_seq, model.kv_bytes_per_token, park_slots)
+        self.cache = LlamaCppCache(self.ctx, max_num_seqs, park_slots)
         self._batch = llama.llama_batch_init(max_batch_tokens, 0, 1)
         log.info(
             "llama.cpp context: (%d rows + %d parked prefixes) × %d cells (%.0f MiB), batch %d, %d threads",
