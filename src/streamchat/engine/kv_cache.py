@@ -44,14 +44,14 @@ class RowKVCache:
 
     def reserve(self, rows: int, length: int) -> None:
         """Make room for `rows` rows of `length` tokens, keeping what is stored."""
-        new_rows = max(self.rows, -(-rows // _ROW_STEP) * _ROW_STEP)
-        new_cap = max(self.capacity, -(-length // _LEN_STEP) * _LEN_STEP)
+        new_rows = max(self.rows, _round_up(rows, _ROW_STEP))
+        new_cap = max(self.capacity, _round_up(length, _LEN_STEP))
         if new_rows == self.rows and new_cap == self.capacity:
             return
         if new_rows > self.rows:  # double, as far as the limits allow, to copy less often
             room = 2 * self.rows
             if self.max_rows is not None:
-                room = min(room, -(-self.max_rows // _ROW_STEP) * _ROW_STEP)
+                room = min(room, _round_up(self.max_rows, _ROW_STEP))
             if self.max_tokens is not None:
                 room = min(room, self.max_tokens // new_cap // _ROW_STEP * _ROW_STEP)
             new_rows = max(new_rows, room)
@@ -108,3 +108,7 @@ class RowKVCache:
 
     def __len__(self) -> int:
         return self.num_layers
+
+
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
