@@ -38,8 +38,8 @@ MAX_SEQS = 64
 def transformers_engine(args: argparse.Namespace, linear_dtype: str = "auto") -> Callable[[], LLMEngine]:
     import torch
 
-    from streamchat.engine.loader import load_transformers
-    from streamchat.engine.transformers_runner import TransformersRunner
+    from streamchat.engine.transformers.loader import load_transformers
+    from streamchat.engine.transformers.runner import TransformersRunner
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,8 +54,10 @@ def transformers_engine(args: argparse.Namespace, linear_dtype: str = "auto") ->
 
 
 def llamacpp_engine(args: argparse.Namespace, batch_invariant: bool = True) -> Callable[[], LLMEngine]:
-    from streamchat.engine.llamacpp_loader import load_gguf
-    from streamchat.engine.llamacpp_runner import DEFAULT_CONTEXT, PARK_SLOTS, LlamaCppRunner
+    from streamchat.engine.llamacpp.loader import load_gguf
+    from streamchat.engine.llamacpp.prefixes import PARK_SLOTS
+    from streamchat.engine.llamacpp.runner import LlamaCppRunner
+    from streamchat.engine.memory import DEFAULT_CONTEXT
 
     loaded = load_gguf(None, default_cache_dir(), None)
     runner = LlamaCppRunner(  # sized as the server's default: one stream of DEFAULT_CONTEXT cells per sequence

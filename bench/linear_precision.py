@@ -17,9 +17,10 @@ import torch
 
 from streamchat.chat.prompt import render
 from streamchat.config import default_cache_dir
-from streamchat.engine.bf16_linear import convert_linears
-from streamchat.engine.exact_attention import use_exact_attention
-from streamchat.engine.loader import load_transformers, resolve_model
+from streamchat.engine.model_files import resolve_model
+from streamchat.engine.transformers.bf16_linear import convert_linears
+from streamchat.engine.transformers.exact_attention import use_exact_attention
+from streamchat.engine.transformers.loader import load_transformers
 
 PROMPTS = [
     "What is the capital of France?",

@@ -121,6 +121,7 @@ def tokenizer():
     from transformers import AutoTokenizer
 
     from streamchat.config import default_cache_dir
-    from streamchat.engine.loader import _converted_gguf, embedded_gguf
+    from streamchat.engine.model_files import embedded_gguf
+    from streamchat.engine.transformers.loader import _converted_gguf
 
     return AutoTokenizer.from_pretrained(_converted_gguf(embedded_gguf(), default_cache_dir()))

@@ -10,8 +10,6 @@ import httpx
 import pytest
 
 from streamchat.api.auth import matches
-from streamchat.api.errors import APIError
-from streamchat.api.limits import KeyLimiter
 from tests.conftest import running_server
 from tests.support import assert_error
 
@@ -152,14 +150,7 @@ def test_metrics_can_be_locked_behind_the_key(locked_url: str) -> None:
     assert httpx.get(f"{locked_url}/metrics", headers=bearer(KEYS[0]), timeout=10).status_code == 200
 
 
-def test_key_comparison_and_the_sliding_window() -> None:
+def test_key_comparison() -> None:
     keys = frozenset(KEYS)
     assert matches("beta-key", keys)
     assert not matches("beta-ke", keys) and not matches("beta-keyy", keys) and not matches("", keys)
-    limiter = KeyLimiter(rpm=2, max_concurrent=None)
-    limiter.admit_request("k", now=0.0)
-    limiter.admit_request("k", now=1.0)
-    with pytest.raises(APIError) as refused:
-        limiter.admit_request("k", now=2.0)
-    assert refused.value.headers["Retry-After"] == "58"
-    limiter.admit_request("k", now=60.5)  # the first request has left the window

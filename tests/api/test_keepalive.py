@@ -47,11 +47,15 @@ class TeeTransport(httpx.HTTPTransport):
 
 
 def tokens_for(oai: openai.OpenAI, model: str, seconds: float) -> int:
-    """How many tokens this machine needs to stream for at least `seconds` (under-estimated speed)."""
+    """How many tokens this machine needs to stream for at least `seconds`.
+
+    The speed is measured on a short request and doubled: a machine busy during the measurement
+    and idle during the stream would otherwise stream too briefly to carry the pings.
+    """
     started = time.monotonic()
-    oai.completions.create(model=model, prompt="Hello", max_tokens=8, temperature=0, extra_body={"ignore_eos": True})
-    per_token = (time.monotonic() - started) / 8
-    return max(12, min(4000, math.ceil(seconds / per_token)))
+    oai.completions.create(model=model, prompt="Hello", max_tokens=16, temperature=0, extra_body={"ignore_eos": True})
+    per_token = (time.monotonic() - started) / 16
+    return max(12, min(4000, math.ceil(2 * seconds / per_token)))
 
 
 def test_sdk_parses_a_whole_stream_interleaved_with_pings(base_url: str, oai: openai.OpenAI, model_name: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamchat.config import default_cache_dir
-from streamchat.engine.loader import LoadedModel, load_transformers
+from streamchat.engine.transformers.loader import LoadedModel, load_transformers
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,8 @@ from streamchat.config import Settings
 from streamchat.engine.async_engine import AsyncEngine, EngineDeadError
 from streamchat.engine.factory import BuiltEngine
 from streamchat.engine.llm_engine import LLMEngine
-from streamchat.engine.loader import LoadedModel
-from streamchat.engine.transformers_runner import TransformersRunner
+from streamchat.engine.transformers.loader import LoadedModel
+from streamchat.engine.transformers.runner import TransformersRunner
 from streamchat.engine.types import FinishReason, GenerationRequest, SamplingParams
 from streamchat.server import DrainingServer
 from tests.support import parse_sse
@@ -34,6 +34,9 @@ class EngineCrash(BaseException):
 
 class FaultyRunner:
     """A real runner that raises `fault` on the forward after `arm()` was called."""
+
+    max_row_chunk = None
+    prefixes = None
 
     def __init__(self, runner: TransformersRunner) -> None:
         self._runner = runner
@@ -48,12 +51,6 @@ class FaultyRunner:
             fault, self.fault = self.fault, None
             raise fault
         return self._runner.forward(first_row, chunks, starts)
-
-    def reuse_prefix(self, row: int, token_ids: list[int]) -> int:
-        return 0
-
-    def park(self, row: int, token_ids: list[int]) -> None:
-        pass
 
 
 def build(loaded: LoadedModel) -> tuple[AsyncEngine, FaultyRunner]:
@@ -79,7 +76,7 @@ async def test_a_failed_step_ends_the_streams_in_it_with_an_error_and_the_engine
         assert "injected fault" in deltas[-1].error
         after = [d async for d in engine.generate(request(loaded, max_tokens=5))]
         assert after[-1].finish_reason is FinishReason.LENGTH and len(after) == 5
-        assert engine.alive and engine.engine.num_running == 0
+        assert engine.alive and engine.snapshot().running == 0
     finally:
         engine.stop()
 

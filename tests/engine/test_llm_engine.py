@@ -8,8 +8,8 @@ import pytest
 
 from streamchat.chat.prompt import render
 from streamchat.engine.llm_engine import LLMEngine
-from streamchat.engine.loader import LoadedModel
-from streamchat.engine.transformers_runner import TransformersRunner
+from streamchat.engine.transformers.loader import LoadedModel
+from streamchat.engine.transformers.runner import TransformersRunner
 from streamchat.engine.types import Delta, FinishReason, GenerationRequest, SamplingParams
 
 QUESTIONS = [

@@ -117,7 +117,7 @@ def as_field(text: str, strip_nul: bool) -> str:
 @settings(max_examples=400, deadline=None)
 @given(data=TEXT, cuts=st.lists(st.integers(min_value=0), max_size=8))
 def test_any_data_round_trips(data: str, cuts: list[int]) -> None:
-    body = framing.event(data)
+    body = framing.encode_event(data)
     body.decode("utf-8")  # always valid UTF-8
     parsed = parse_in_pieces(body, cuts)
     assert parsed.events == [Event(as_data(data), "message", "")]
@@ -127,7 +127,7 @@ def test_any_data_round_trips(data: str, cuts: list[int]) -> None:
 @settings(max_examples=300, deadline=None)
 @given(data=TEXT, name=TEXT, event_id=TEXT, cuts=st.lists(st.integers(min_value=0), max_size=8))
 def test_event_names_and_ids_round_trip(data: str, name: str, event_id: str, cuts: list[int]) -> None:
-    parsed = parse_in_pieces(framing.event(data, event=name, id=event_id), cuts)
+    parsed = parse_in_pieces(framing.encode_event(data, event=name, id=event_id), cuts)
     expected_type = as_field(name, strip_nul=True) or "message"
     assert parsed.events == [Event(as_data(data), expected_type, as_field(event_id, strip_nul=True))]
 
@@ -152,7 +152,7 @@ def test_a_stream_of_events_and_keep_alive_comments_round_trips(items: list[tupl
             comments += [usv(line) for line in re.split(r"\r\n|\r|\n", item[1])]
             continue
         _, data, name, event_id = item
-        body += framing.event(data, event=name, id=event_id)
+        body += framing.encode_event(data, event=name, id=event_id)
         last_id = as_field(event_id, strip_nul=True) if event_id is not None else last_id
         expected.append(Event(as_data(data), (as_field(name, True) if name is not None else "") or "message", last_id))
     parsed = parse_in_pieces(body, cuts)
@@ -169,7 +169,7 @@ def test_a_stream_of_events_and_keep_alive_comments_round_trips(items: list[tupl
     max_leaves=12,
 ))  # fmt: skip
 def test_json_payloads_stay_on_one_data_line_and_decode_back(obj: object) -> None:
-    body = framing.event(framing.to_json(obj))
+    body = framing.encode_event(framing.to_json(obj))
     assert body.count(b"\ndata:") == 0 and body.startswith(b"data: ")  # JSON escapes every line break
     (event,) = parse_in_pieces(body, []).events
     assert json.loads(event.data) == json.loads(usv(json.dumps(obj, ensure_ascii=False)))
@@ -177,11 +177,11 @@ def test_json_payloads_stay_on_one_data_line_and_decode_back(obj: object) -> Non
 
 @given(retry=st.integers(min_value=0, max_value=2**53))
 def test_retry_round_trips(retry: int) -> None:
-    parsed = parse_in_pieces(framing.event("x", retry=retry), [])
+    parsed = parse_in_pieces(framing.encode_event("x", retry=retry), [])
     assert parsed.retry == retry and parsed.events == [Event("x", "message", "")]
 
 
 def test_surrogates_are_replaced_not_fatal() -> None:
-    assert framing.event("a\ud800b") == "data: a\ufffdb\n\n".encode()
-    assert framing.event("\ud83d\ude00") == "data: 😀\n\n".encode()
+    assert framing.encode_event("a\ud800b") == "data: a\ufffdb\n\n".encode()
+    assert framing.encode_event("\ud83d\ude00") == "data: 😀\n\n".encode()
     assert framing.comment("\udfff") == ": \ufffd\n".encode()

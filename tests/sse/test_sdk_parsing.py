@@ -32,18 +32,19 @@ def test_pings_between_events_with_ids_parse() -> None:
     body = b"".join(
         [
             framing.comment(),
-            framing.json_event(chunk("你好"), id="s:0"),
+            framing.encode_event(framing.to_json(chunk("你好")), id="s:0"),
             framing.comment(),
             framing.comment(),
-            framing.json_event(chunk(" world\n"), id="s:1"),
+            framing.encode_event(framing.to_json(chunk(" world\n")), id="s:1"),
             framing.comment(),
-            framing.done(id="s:2"),
+            framing.encode_event(framing.DONE, id="s:2"),
         ]
     )
     assert sdk_contents(body) == ["你好", " world\n"]
 
 
 def test_a_comment_followed_by_a_blank_line_breaks_the_sdk() -> None:
-    body = framing.json_event(chunk("a"), id="s:0") + b": ping\n\n" + framing.done(id="s:1")
+    first = framing.encode_event(framing.to_json(chunk("a")), id="s:0")
+    body = first + b": ping\n\n" + framing.encode_event(framing.DONE, id="s:1")
     with pytest.raises(ValueError):  # json.JSONDecodeError on the empty event
         sdk_contents(body)

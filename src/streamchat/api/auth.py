@@ -5,17 +5,21 @@ With no key configured every route is open, as in the seed. With keys, a request
 that it opens (`/stream`, `/v1/streams/{id}`) also take `?api_key=`. Every configured key is
 compared with `hmac.compare_digest`, with no early exit, so timing tells nothing about which
 prefix matched.
+
+The caller's identity is the key's digest (`Owner`): requests and streams are counted and owned
+by it, and the key itself is never kept in the clear.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from streamchat.api.errors import APIError
-from streamchat.api.state import CALLER_KEY, ServerState, get_state, key_digest
+from streamchat.api.state import ServerState, State
 
 _QUERY_KEY_PATHS = ("/stream", "/v1/streams/")
 
@@ -56,19 +60,27 @@ def authenticate(request: Request, state: ServerState) -> str | None:
     return key
 
 
-async def require_key(request: Request, state: Annotated[ServerState, Depends(get_state)]) -> str | None:
-    """Route dependency for model routes: authenticates, then applies the key's rate limit."""
-    key = authenticate(request, state)
-    state.limiter.admit_request(key_digest(key))
-    CALLER_KEY.set(key)
-    return key
+def key_digest(key: str | None) -> str | None:
+    return hashlib.sha256(key.encode()).hexdigest()[:16] if key is not None else None
 
 
-async def health_access(request: Request, state: Annotated[ServerState, Depends(get_state)]) -> None:
+async def require_key(request: Request, state: State) -> str | None:
+    """Dependency of every model route: authenticates, applies the key's rate limit, and yields the
+    caller's identity (None on an open server). FastAPI runs it once per request however often
+    it is named."""
+    owner = key_digest(authenticate(request, state))
+    state.admission.admit_rate(owner)
+    return owner
+
+
+Owner = Annotated[str | None, Depends(require_key)]
+
+
+async def health_access(request: Request, state: State) -> None:
     if not state.settings.public_health:
         authenticate(request, state)
 
 
-async def metrics_access(request: Request, state: Annotated[ServerState, Depends(get_state)]) -> None:
+async def metrics_access(request: Request, state: State) -> None:
     if not state.settings.public_metrics:
         authenticate(request, state)

@@ -15,6 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from streamchat.sse.framing import to_json
+from streamchat.streams.log import StreamEvent
+
 log = logging.getLogger(__name__)
 
 _TYPES = {
@@ -51,6 +54,11 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
     return {
         "error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "param": param, "code": code}
     }
+
+
+def generation_failed_event(reason: str) -> StreamEvent:
+    """The `event: error` a stream sends when generation fails after the response has started."""
+    return StreamEvent("error", to_json(error_body(500, f"generation failed: {reason}", code="generation_failed")))
 
 
 def error_response(exc: APIError) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""`/health` for load balancers and the chat page at `/`."""
+"""What operators and browsers read without a model request: `/health` for load balancers,
+`/metrics` for Prometheus, and the chat page at `/`."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from dataclasses import asdict
 from importlib.resources import files
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from streamchat.api.auth import health_access
+from streamchat.api.auth import health_access, metrics_access
 from streamchat.api.state import State
 
 router = APIRouter()
@@ -22,18 +24,24 @@ async def health(state: State) -> JSONResponse:
         return JSONResponse({"status": "loading"}, status_code=503)
     if not state.engine.alive:
         return JSONResponse({"status": "error", "error": "engine stopped"}, status_code=503)
-    core = state.engine.engine
+    snap = state.engine.snapshot()
     return JSONResponse(
         {
             "status": "ok",
             "model": state.model.name,
-            "running": core.num_running,
-            "waiting": state.engine.num_waiting,
-            "finished": core.stats.finished,
-            "aborted": core.stats.aborted,
+            "running": snap.running,
+            "waiting": snap.waiting,
+            "finished": snap.counters.finished,
+            "aborted": snap.counters.aborted,
             "streams": asdict(state.streams.counters),
         }
     )
+
+
+@router.get("/metrics", dependencies=[Depends(metrics_access)], response_class=Response)
+async def metrics(state: State) -> Response:
+    """Prometheus text format 0.0.4: every scraper reads it, and our names need nothing newer."""
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

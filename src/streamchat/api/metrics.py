@@ -1,36 +1,32 @@
-"""Prometheus metrics on `GET /metrics`, one registry per app so several apps can live in one process.
+"""Prometheus metrics (served on `GET /metrics` by `health.py`), one registry per app so several apps
+can live in one process.
 
 Each figure is measured where it is true:
 
 - latency of the answer as `api/` receives it from the engine: time to first token, inter-token
-  latency and end-to-end latency, timed around the delta stream of every request (`observe`);
-  queue time is measured by the engine itself (`Usage.queue_time`), which never imports prometheus;
-- running and waiting sequences, token counts, aborts, disconnects, resumes: read from the engine
-  and the stream manager at scrape time by a collector, so there is one source of truth and no
-  gauge can go stale;
+  latency and end-to-end latency, timed around the delta stream of every request (`observe`, which
+  `submission.py` puts around every request it submits); queue time is measured by the engine
+  itself (`Usage.queue_time`), which never imports prometheus;
+- running and waiting sequences, token counts, aborts, disconnects, resumes: read at scrape time
+  from the snapshot the engine publishes and from the stream manager, so there is one source of
+  truth and no gauge can go stale;
 - what the client sees on the wire, and requests by route and status: `api/wire.py`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streamchat.api.auth import metrics_access
-from streamchat.engine.types import Delta, GenerationRequest
+from streamchat.engine.types import Delta
 
 if TYPE_CHECKING:
     from streamchat.api.state import ServerState
-    from streamchat.engine.async_engine import AsyncEngine
-
-DeltaFilter = Callable[[AsyncIterator[Delta]], AsyncIterator[Delta]]
 
 # Seconds. Token gaps on a CPU are tens of milliseconds; first tokens under load take seconds.
 _FIRST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -77,17 +73,8 @@ class Metrics:
         )  # fmt: skip
         r.register(_StateCollector(state))
 
-    def instrument(self, engine: AsyncEngine, wrap: DeltaFilter | None = None) -> None:
-        """Time every request's deltas; the engine stays unaware. `wrap` adds another observer (answer logging)."""
-        generate = engine.generate
-
-        def observed(request: GenerationRequest) -> AsyncIterator[Delta]:
-            deltas = self.observe(generate(request))  # generate queues the request now, before any await
-            return wrap(deltas) if wrap is not None else deltas
-
-        engine.generate = observed  # type: ignore[method-assign]
-
     async def observe(self, deltas: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+        """`deltas`, timed; closing this closes `deltas` (a reader that leaves aborts the request)."""
         start = last = time.perf_counter()
         first = True
         try:
@@ -106,21 +93,20 @@ class Metrics:
 
 
 class _StateCollector(Collector):
-    """Gauges and counters read from the engine and the stream manager when /metrics is scraped."""
+    """Gauges and counters read from the engine's snapshot and the stream manager when /metrics is scraped."""
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
         engine = self.state.engine
-        core = engine.engine if engine is not None else None
-        running = core.num_running if core is not None else 0
-        waiting = engine.num_waiting if engine is not None else 0
+        snap = engine.snapshot() if engine is not None else None
+        running = snap.running if snap is not None else 0
+        waiting = snap.waiting if snap is not None else 0
         yield GaugeMetricFamily("streamchat_num_requests_running", "Sequences in the running batch", value=running)
         yield GaugeMetricFamily("streamchat_num_requests_waiting", "Requests accepted, not yet running", value=waiting)
-        stats = core.stats if core is not None else None
         for name, attr, doc in _ENGINE_COUNTERS:
-            yield CounterMetricFamily(name, doc, value=getattr(stats, attr) if stats is not None else 0)
+            yield CounterMetricFamily(name, doc, value=getattr(snap.counters, attr) if snap is not None else 0)
         counters = self.state.streams.counters
         for name, attr, doc in _STREAM_COUNTERS:
             yield CounterMetricFamily(name, doc, value=getattr(counters, attr))
@@ -141,11 +127,3 @@ _STREAM_COUNTERS = (
     ("streamchat_streams_cancelled", "cancelled", "Streams cancelled with DELETE /v1/streams/{id}"),
 )
 
-
-router = APIRouter()
-
-
-@router.get("/metrics", dependencies=[Depends(metrics_access)], response_class=Response)
-async def metrics(request: Request) -> Response:
-    """Prometheus text format 0.0.4: every scraper reads it, and our names need nothing newer."""
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -4,6 +4,9 @@ The model never runs on the event loop: one daemon thread owns the `LLMEngine` a
 `step()` while there is work, sleeping on its inbox otherwise. Requests and aborts reach it through
 a thread-safe queue; each step's deltas go back in one `call_soon_threadsafe` per event loop, so
 the cost on the loop is one callback per step, not one per token.
+
+Nothing outside the thread touches the `LLMEngine`: after every step the thread publishes an
+`EngineSnapshot` (one reference swap), which `/health` and `/metrics` read.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from streamchat.engine.llm_engine import LLMEngine
+from streamchat.engine.llm_engine import EngineStats, LLMEngine
 from streamchat.engine.types import Delta, FinishReason, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -29,13 +32,24 @@ class _Stream:
     owner: str | None = None
 
 
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """The engine's state as of its last step, for health checks and metrics."""
+
+    running: int  # sequences holding a cache row
+    waiting: int  # accepted, not yet running (queued in the engine or still in the inbox)
+    counters: EngineStats
+
+
 class EngineDeadError(RuntimeError):
     """The engine thread has stopped; no request can be served."""
 
 
 class AsyncEngine:
-    def __init__(self, engine: LLMEngine) -> None:
-        self.engine = engine
+    def __init__(self, llm: LLMEngine) -> None:
+        self._llm = llm  # owned by the engine thread
+        self._published: tuple[int, EngineStats] = (0, llm.snapshot())
+        llm.on_admit = self._publish  # a request counts as running from its admission, not its first token
         self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
@@ -63,12 +77,9 @@ class AsyncEngine:
         with self._lock:
             return sum(1 for s in self._streams.values() if s.owner == owner)
 
-    @property
-    def num_waiting(self) -> int:
-        """Requests accepted but not yet running (queued in the engine or still in the inbox)."""
-        with self._lock:
-            streams = len(self._streams)
-        return max(0, streams - self.engine.num_running)
+    def snapshot(self) -> EngineSnapshot:
+        running, counters = self._published
+        return EngineSnapshot(running, max(0, self.num_pending - running), counters)
 
     @property
     def alive(self) -> bool:
@@ -108,8 +119,8 @@ class AsyncEngine:
     def _run(self) -> None:
         try:
             while not self._stopping:
-                self._drain_inbox(block=not self.engine.has_work)
-                if self.engine.has_work:
+                self._drain_inbox(block=not self._llm.has_work)
+                if self._llm.has_work:
                     self._step()
         except BaseException as exc:  # the thread must never die silently
             log.exception("engine thread died")
@@ -126,10 +137,11 @@ class AsyncEngine:
         while True:
             kind, payload = item
             if kind == "add":
-                self.engine.add(payload)  # type: ignore[arg-type]
+                self._llm.add(payload)  # type: ignore[arg-type]
             elif kind == "abort":
-                delta = self.engine.abort(payload)  # type: ignore[arg-type]
+                delta = self._llm.abort(payload)  # type: ignore[arg-type]
                 if delta is not None:
+                    self._publish()
                     self._deliver([(payload, delta)])  # type: ignore[list-item]
             try:
                 item = self._inbox.get_nowait()
@@ -138,11 +150,15 @@ class AsyncEngine:
 
     def _step(self) -> None:
         try:
-            outputs = self.engine.step()
+            outputs = self._llm.step()
         except Exception as exc:  # a failed forward ends the affected streams, not the server
             log.exception("engine step failed")
-            outputs = self.engine.fail_running(f"{type(exc).__name__}: {exc}")
+            outputs = self._llm.fail_running(f"{type(exc).__name__}: {exc}")
+        self._publish()
         self._deliver(outputs)
+
+    def _publish(self) -> None:
+        self._published = (self._llm.num_running, self._llm.snapshot())
 
     def _deliver(self, outputs: list[tuple[str, Delta]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Delta], Delta]]] = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,14 +10,12 @@ import torch
 
 from streamchat.config import Settings
 from streamchat.engine.async_engine import AsyncEngine
-from streamchat.engine.llamacpp_loader import gguf_path, load_gguf
-from streamchat.engine.llm_engine import LLMEngine, Runner
-from streamchat.engine.loader import load_transformers
-from streamchat.engine.transformers_runner import TransformersRunner
+from streamchat.engine.contracts import Runner
+from streamchat.engine.llm_engine import LLMEngine
+from streamchat.engine.memory import DEFAULT_CONTEXT, cache_budget, cells_per_sequence, default_cache_tokens
+from streamchat.engine.model_files import gguf_path
 
 log = logging.getLogger(__name__)
-
-_CACHE_SHARE_OF_FREE_MEMORY = 0.3
 
 
 @dataclass
@@ -32,9 +29,9 @@ class BuiltEngine:
 def build_engine(settings: Settings) -> BuiltEngine:
     backend = choose_backend(settings)
     log.info("engine backend: %s", backend)
-    core, loaded_name, max_model_len, tokenizer = _BACKENDS[backend](settings)
+    llm, loaded_name, max_model_len, tokenizer = _BACKENDS[backend](settings)
     name = settings.served_model_name or loaded_name
-    return BuiltEngine(AsyncEngine(core), name, max_model_len, tokenizer)
+    return BuiltEngine(AsyncEngine(llm), name, max_model_len, tokenizer)
 
 
 def choose_backend(settings: Settings) -> str:
@@ -58,6 +55,9 @@ _Built = tuple[LLMEngine, str, int, object]  # engine, model name, max_model_len
 
 
 def _transformers_engine(settings: Settings) -> _Built:
+    from streamchat.engine.transformers.loader import load_transformers
+    from streamchat.engine.transformers.runner import TransformersRunner
+
     if settings.threads:
         torch.set_num_threads(settings.threads)
     loaded = load_transformers(
@@ -70,7 +70,10 @@ def _transformers_engine(settings: Settings) -> _Built:
     )
     runner = TransformersRunner(loaded.model)
     ceiling = settings.max_num_seqs * loaded.max_model_len
-    cache_tokens = _cache_budget(settings, runner.cache.bytes_per_token, runner.device, ceiling, loaded.max_model_len)
+    cache_tokens = cache_budget(
+        settings.cache_tokens, runner.cache.bytes_per_token, runner.device, ceiling, loaded.max_model_len
+    )
+    runner.cache.limit(settings.max_num_seqs, cache_tokens)
     return _built(runner, loaded, settings, cache_tokens)
 
 
@@ -82,10 +85,12 @@ def _llamacpp_engine(settings: Settings) -> _Built:
     --max-model-len sets it, --cache-tokens sets the total instead. The engine's max_model_len is
     that capacity, and no row can outgrow its stream, so the scheduler never needs to preempt.
     """
-    from streamchat.engine.llamacpp_runner import DEFAULT_CONTEXT, PARK_SLOTS, LlamaCppRunner, cells_per_sequence
-
     if not llama_cpp_available():
         raise RuntimeError("engine=llamacpp needs llama-cpp-python (pip install 'llama-cpp-python>=0.3.8,<0.4')")
+    from streamchat.engine.llamacpp.loader import load_gguf
+    from streamchat.engine.llamacpp.prefixes import PARK_SLOTS
+    from streamchat.engine.llamacpp.runner import LlamaCppRunner
+
     loaded = load_gguf(settings.model, settings.cache_dir, settings.max_model_len, settings.log_level == "debug")
     park_slots = PARK_SLOTS if settings.prefix_reuse else 0
     n_seq_ids = settings.max_num_seqs + park_slots
@@ -106,22 +111,12 @@ def _llamacpp_engine(settings: Settings) -> _Built:
     loaded.max_model_len = min(per_seq, runner.n_ctx_seq)
     log.info("max_model_len %d (one KV stream each for %d sequence ids)", loaded.max_model_len, n_seq_ids)
     cache_tokens = settings.max_num_seqs * loaded.max_model_len  # every row at full length: never preempts
-    return _built(runner, loaded, settings, cache_tokens, prefix_reuse=settings.prefix_reuse)
+    return _built(runner, loaded, settings, cache_tokens)
 
 
-def _cache_budget(
-    settings: Settings, bytes_per_token: int, device: torch.device, ceiling: int, max_model_len: int
-) -> int:
-    """The configured budget, or a share of free memory; never less than one full-length request."""
-    tokens = settings.cache_tokens or default_cache_tokens(bytes_per_token, device, ceiling)
-    tokens = max(tokens, max_model_len)
-    log.info("KV cache budget: %d tokens (%.0f MiB)", tokens, tokens * bytes_per_token / 2**20)
-    return tokens
-
-
-def _built(runner: Runner, loaded, settings: Settings, cache_tokens: int, prefix_reuse: bool = False) -> _Built:
+def _built(runner: Runner, loaded, settings: Settings, cache_tokens: int) -> _Built:
     """The engine around a runner; both backends' loaders give name, tokenizer, EOS ids and context."""
-    core = LLMEngine(
+    llm = LLMEngine(
         runner,
         loaded.tokenizer,
         loaded.eos_token_ids,
@@ -130,32 +125,11 @@ def _built(runner: Runner, loaded, settings: Settings, cache_tokens: int, prefix
         cache_tokens,
         settings.prefill_chunk,
         settings.seed,
-        prefix_reuse=prefix_reuse,
     )
-    return core, loaded.name, loaded.max_model_len, loaded.tokenizer
+    return llm, loaded.name, loaded.max_model_len, loaded.tokenizer
 
 
 _BACKENDS: dict[str, Callable[[Settings], _Built]] = {
     "transformers": _transformers_engine,
     "llamacpp": _llamacpp_engine,
 }
-
-
-def default_cache_tokens(bytes_per_token: int, device: torch.device, ceiling: int) -> int:
-    """A share of the memory free now, never more than every sequence at full length needs."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-    else:
-        free = _available_ram()
-    return max(1, min(ceiling, int(free * _CACHE_SHARE_OF_FREE_MEMORY) // bytes_per_token))
-
-
-def _available_ram() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

@@ -11,13 +11,15 @@ chunk's length would cost that whole chunk.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
+from streamchat.engine.contracts import PrefixStore, Runner, Tokenizer
 from streamchat.engine.detokenizer import IncrementalDetokenizer
 from streamchat.engine.sampler import RowState, Sampled, sample
 from streamchat.engine.scheduler import Scheduler
@@ -28,28 +30,9 @@ from streamchat.engine.types import Delta, FinishReason, GenerationRequest, Toke
 log = logging.getLogger(__name__)
 
 
-class Runner(Protocol):
-    cache: object
-    # optional `max_row_chunk: int | None`: the most tokens one row may feed per forward
-
-    def forward(self, first_row: int, chunks: list[list[int]], starts: list[int]) -> torch.Tensor: ...
-
-    def reuse_prefix(self, row: int, token_ids: list[int]) -> int:
-        """Put cached keys/values of a prefix of `token_ids` into `row`; return how many (< len)."""
-        ...
-
-    def park(self, row: int, token_ids: list[int]) -> None:
-        """`row`'s sequence ended holding `token_ids`: keep them for a later `reuse_prefix`."""
-        ...
-
-
-class Tokenizer(Protocol):
-    def decode(self, ids: list[int], skip_special_tokens: bool = ...) -> str: ...
-
-
 @dataclass
 class EngineStats:
-    """Counters that tests and /metrics read."""
+    """What the engine has done so far; published as a copy (`snapshot()`), never shared live."""
 
     finished: int = 0
     aborted: int = 0
@@ -59,6 +42,7 @@ class EngineStats:
     prefilled_tokens: int = 0  # tokens actually fed to prefill forwards
     reused_tokens: int = 0  # prompt tokens whose keys/values came from a finished sequence
     steps: int = 0
+
 
 
 class LLMEngine:
@@ -72,7 +56,6 @@ class LLMEngine:
         cache_tokens: int,
         prefill_chunk: int = 512,
         seed: int = 0,
-        prefix_reuse: bool = False,
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
@@ -83,9 +66,9 @@ class LLMEngine:
         self.stats = EngineStats()
         self._by_id: dict[str, Sequence] = {}
         self._rng = torch.Generator().manual_seed(seed)
-        self.prefix_reuse = prefix_reuse
-        self.max_row_chunk: int | None = getattr(runner, "max_row_chunk", None)
+        self._arrivals = itertools.count()
         self._refused: list[tuple[str, Delta]] = []
+        self.on_admit: Callable[[], None] | None = None  # told when sequences start running, before their prefill
 
     # -- requests in and out ------------------------------------------------------------------
     def add(self, request: GenerationRequest) -> None:
@@ -95,6 +78,7 @@ class LLMEngine:
             detok=IncrementalDetokenizer(self.tokenizer, request.prompt_token_ids),
             stops=StopMatcher(p.stop),
             generator=torch.Generator().manual_seed(p.seed) if p.seed is not None else None,
+            arrival=next(self._arrivals),
         )
         self.stats.prompt_tokens += len(request.prompt_token_ids)
         if len(seq.prompt_ids) >= self.max_model_len:  # no room for one token: it could never run
@@ -129,6 +113,10 @@ class LLMEngine:
     def num_running(self) -> int:
         return len(self.scheduler.rows)
 
+    def snapshot(self) -> EngineStats:
+        """A copy of the counters, safe to hand to another thread."""
+        return replace(self.stats)
+
     @property
     def num_waiting(self) -> int:
         return len(self.scheduler.waiting)
@@ -144,8 +132,10 @@ class LLMEngine:
         first_new = len(self.scheduler.rows)
         self.scheduler.admit()
         self._mark_admitted(self.scheduler.rows[first_new:])
-        if self.prefix_reuse:
-            self._reuse_prefixes(self.scheduler.rows[first_new:])
+        if self.on_admit is not None and len(self.scheduler.rows) > first_new:
+            self.on_admit()
+        if self.runner.prefixes is not None:
+            self._reuse_prefixes(self.runner.prefixes, self.scheduler.rows[first_new:])
         if self.scheduler.prefilling:
             self._prefill(out)
         self.stats.preempted += len(self.scheduler.make_room_for_decode())
@@ -159,10 +149,10 @@ class LLMEngine:
             if seq.queue_time is None:
                 seq.queue_time = now - seq.request.arrival_time
 
-    def _reuse_prefixes(self, admitted: list[Sequence]) -> None:
+    def _reuse_prefixes(self, prefixes: PrefixStore, admitted: list[Sequence]) -> None:
         """Start just-admitted sequences after the prefix the runner still holds from a finished one."""
         for seq in admitted:
-            seq.num_cached = self.runner.reuse_prefix(seq.row, seq.prompt_ids + seq.output_ids)
+            seq.num_cached = prefixes.reuse_prefix(seq.row, seq.prompt_ids + seq.output_ids)
             self.stats.reused_tokens += seq.num_cached
 
     def _prefill(self, out: list[tuple[str, Delta]]) -> None:
@@ -172,7 +162,7 @@ class LLMEngine:
         for seq in self.scheduler.prefilling:
             if budget <= 0:
                 break
-            chunk = seq.uncached[: min(budget, self.max_row_chunk or budget)]
+            chunk = seq.uncached[: min(budget, self.runner.max_row_chunk or budget)]
             seqs.append(seq)
             chunks.append(chunk)
             budget -= len(chunk)
@@ -233,8 +223,8 @@ class LLMEngine:
         return text if seq.stops.stopped else text + seq.stops.flush()
 
     def _end(self, seq: Sequence, reason: FinishReason, text: str, logprobs, token_ids) -> Delta:
-        if self.prefix_reuse:  # the next chat turn starts with these tokens
-            self.runner.park(seq.row, (seq.prompt_ids + seq.output_ids)[: seq.num_cached])
+        if self.runner.prefixes is not None:  # the next chat turn starts with these tokens
+            self.runner.prefixes.park(seq.row, (seq.prompt_ids + seq.output_ids)[: seq.num_cached])
         self.scheduler.remove(seq)
         self.stats.finished += 1
         return self._finish(seq, reason, text, logprobs=logprobs, token_ids=token_ids)

@@ -6,7 +6,9 @@ between rows is mirrored in the cache by `move_row`/`swap_rows`.
 
 Admission is bounded by `max_num_seqs` and by the cache budget in tokens: the cache is padded to
 its longest row, so its cost is rows × longest length. When growth would pass the budget the
-newest sequence is preempted (vLLM's recompute policy): it waits again and is prefilled anew.
+newest decoding sequence (the one that arrived last: it has done the least work) is preempted,
+vLLM's recompute policy: it waits again at the head of the queue and is prefilled anew. Rows do
+not tell age (`remove` fills a freed row with the last one), so the sequence's arrival order does.
 """
 
 from __future__ import annotations
@@ -14,16 +16,15 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from streamchat.engine.kv_cache import RowKVCache
+from streamchat.engine.contracts import RowCache
 from streamchat.engine.sequence import SeqStatus, Sequence
 
 
 class Scheduler:
-    def __init__(self, cache: RowKVCache, max_num_seqs: int, cache_tokens: int) -> None:
+    def __init__(self, cache: RowCache, max_num_seqs: int, cache_tokens: int) -> None:
         self.cache = cache
         self.max_num_seqs = max_num_seqs
         self.cache_tokens = cache_tokens
-        cache.set_limits(max_num_seqs, cache_tokens)
         self.waiting: deque[Sequence] = deque()
         self.rows: list[Sequence] = []
         self.num_decoding = 0
@@ -63,7 +64,7 @@ class Scheduler:
             longest = max(s.num_tokens + 1 for s in self.decoding)
             if self._fits(len(self.rows), longest):
                 break
-            victim = self.rows[self.num_decoding - 1]
+            victim = max(self.decoding, key=lambda s: s.arrival)
             self.remove(victim)
             victim.preempt()
             self.waiting.appendleft(victim)

@@ -35,6 +35,8 @@ class Sequence:
     finish_reason: FinishReason | None = None
     row: int = -1
     queue_time: float | None = None  # set when first admitted; preemption does not reset it
+    arrival: int = 0  # order of arrival in the engine: the higher, the newer
+
 
     @property
     def id(self) -> str:

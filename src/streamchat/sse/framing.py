@@ -21,7 +21,7 @@ def _clean(field: str) -> str:
     return _LINE_BREAK.sub("", field).replace("\0", "")
 
 
-def event(data: str, *, event: str | None = None, id: str | None = None, retry: int | None = None) -> bytes:
+def encode_event(data: str, *, event: str | None = None, id: str | None = None, retry: int | None = None) -> bytes:
     lines = []
     if id is not None:
         lines.append(f"id: {_clean(id)}")
@@ -45,15 +45,6 @@ def _utf8(text: str) -> bytes:
 def to_json(obj: object, compact: bool = True) -> str:
     seps = (",", ":") if compact else (", ", ": ")
     return json.dumps(obj, ensure_ascii=False, separators=seps)
-
-
-def json_event(obj: object, *, event_name: str | None = None, id: str | None = None, compact: bool = True) -> bytes:
-    seps = (",", ":") if compact else (", ", ": ")
-    return event(json.dumps(obj, ensure_ascii=False, separators=seps), event=event_name, id=id)
-
-
-def done(id: str | None = None) -> bytes:
-    return event(DONE, id=id)
 
 
 def comment(text: str = "ping") -> bytes:

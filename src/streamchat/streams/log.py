@@ -14,14 +14,22 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+
+class StreamEvent(NamedTuple):
+    """One event a protocol sends: its SSE `event:` name (None: the default, `message`) and its data."""
+
+    name: str | None
+    data: str
 
 
 @dataclass(frozen=True)
-class LoggedEvent:
+class NumberedEvent:
+    """An event as the log keeps it: `seq` is its place in the stream (the `n` of its id `<stream>:<n>`)."""
+
     seq: int
-    data: str
-    event: str | None = None
+    event: StreamEvent
 
 
 class UnknownStreamError(KeyError):
@@ -31,7 +39,7 @@ class UnknownStreamError(KeyError):
 class StreamLog(Protocol):
     async def create(self, stream_id: str) -> None: ...
 
-    async def append(self, stream_id: str, data: str, event: str | None = None) -> int: ...
+    async def append(self, stream_id: str, event: StreamEvent) -> int: ...
 
     async def close(self, stream_id: str) -> None: ...
 
@@ -41,12 +49,12 @@ class StreamLog(Protocol):
 
     async def last_seq(self, stream_id: str) -> int: ...
 
-    def follow(self, stream_id: str, after: int) -> AsyncIterator[LoggedEvent]: ...
+    def follow(self, stream_id: str, after: int) -> AsyncIterator[NumberedEvent]: ...
 
 
 @dataclass
 class _Record:
-    events: list[LoggedEvent] = field(default_factory=list)
+    events: list[NumberedEvent] = field(default_factory=list)
     closed_at: float | None = None
     size: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -63,11 +71,11 @@ class MemoryStreamLog:
         self._expire()
         self._streams[stream_id] = _Record()
 
-    async def append(self, stream_id: str, data: str, event: str | None = None) -> int:
+    async def append(self, stream_id: str, event: StreamEvent) -> int:
         rec = self._get(stream_id)
         seq = len(rec.events)
-        rec.events.append(LoggedEvent(seq, data, event))
-        n = len(data.encode()) + 32
+        rec.events.append(NumberedEvent(seq, event))
+        n = len(event.data.encode("utf-8", "surrogatepass")) + 32
         rec.size += n
         self._size += n
         self._wake(rec)
@@ -91,7 +99,7 @@ class MemoryStreamLog:
     async def last_seq(self, stream_id: str) -> int:
         return len(self._get(stream_id).events) - 1
 
-    async def follow(self, stream_id: str, after: int) -> AsyncIterator[LoggedEvent]:
+    async def follow(self, stream_id: str, after: int) -> AsyncIterator[NumberedEvent]:
         """Events with `seq > after`, then new ones as they come, until the stream is closed."""
         rec = self._get(stream_id)
         pos = after + 1
@@ -102,10 +110,6 @@ class MemoryStreamLog:
             if rec.closed_at is not None:
                 return
             await rec.changed.wait()
-
-    @property
-    def total_bytes(self) -> int:
-        return self._size
 
     def _get(self, stream_id: str) -> _Record:
         rec = self._streams.get(stream_id)

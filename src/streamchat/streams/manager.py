@@ -23,11 +23,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from streamchat.sse import framing
-from streamchat.streams.log import StreamLog, UnknownStreamError
+from streamchat.streams.log import StreamEvent, StreamLog, UnknownStreamError
 
 log = logging.getLogger(__name__)
-
-Event = tuple[str | None, str]  # (event name or None, data)
 
 
 class BadEventIdError(ValueError):
@@ -69,7 +67,7 @@ class StreamManager:
     counters: StreamCounters = field(default_factory=StreamCounters)
     _live: dict[str, _Live] = field(default_factory=dict)
 
-    async def start(self, events: AsyncIterator[Event], resumable: bool = True) -> str:
+    async def start(self, events: AsyncIterator[StreamEvent], resumable: bool = True) -> str:
         """Start producing `events` into a new stream; return its id."""
         stream_id = uuid.uuid4().hex[:20]
         await self.log.create(stream_id)
@@ -99,8 +97,9 @@ class StreamManager:
                 live.reaper = None
         completed = False
         try:
-            async for ev in self.log.follow(stream_id, after):
-                yield framing.event(ev.data, event=ev.event, id=f"{stream_id}:{ev.seq}")
+            async for numbered in self.log.follow(stream_id, after):
+                name, data = numbered.event
+                yield framing.encode_event(data, event=name, id=f"{stream_id}:{numbered.seq}")
             completed = True
         finally:
             if live is not None:
@@ -145,20 +144,20 @@ class StreamManager:
         with contextlib.suppress(asyncio.CancelledError):
             await live.producer
 
-    async def _produce(self, stream_id: str, events: AsyncIterator[Event]) -> None:
+    async def _produce(self, stream_id: str, events: AsyncIterator[StreamEvent]) -> None:
         try:
-            async for name, data in events:
-                await self.log.append(stream_id, data, name)
+            async for event in events:
+                await self.log.append(stream_id, event)
         except asyncio.CancelledError:
             live = self._live.get(stream_id)
             if live is not None and live.final_error:
-                await self.log.append(stream_id, _error_json(live.final_error, "server_shutdown"), "error")
-            await self.log.append(stream_id, framing.DONE)  # readers still attached end cleanly
+                await self.log.append(stream_id, _error_event(live.final_error, "server_shutdown"))
+            await self.log.append(stream_id, DONE_EVENT)  # readers still attached end cleanly
             raise
         except Exception as exc:  # a producer bug must end the stream, not leave readers hanging
             log.exception("stream %s failed", stream_id)
-            await self.log.append(stream_id, _error_json(str(exc)), "error")
-            await self.log.append(stream_id, framing.DONE)
+            await self.log.append(stream_id, _error_event(str(exc)))
+            await self.log.append(stream_id, DONE_EVENT)
         finally:
             with contextlib.suppress(Exception):
                 await events.aclose()  # type: ignore[attr-defined]
@@ -169,6 +168,9 @@ class StreamManager:
                 live.reaper.cancel()
 
 
-def _error_json(message: str, code: str | None = None) -> str:
+DONE_EVENT = StreamEvent(None, framing.DONE)
+
+
+def _error_event(message: str, code: str | None = None) -> StreamEvent:
     body = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
-    return json.dumps(body, ensure_ascii=False)
+    return StreamEvent("error", json.dumps(body, ensure_ascii=False))

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from streamchat.engine.bf16_linear import BF16Linear, convert_linears, cpu_has_native_bf16
-from streamchat.engine.loader import LoadedModel, use_bf16_linears
+from streamchat.engine.transformers.bf16_linear import BF16Linear, convert_linears, cpu_has_native_bf16
+from streamchat.engine.transformers.loader import LoadedModel, use_bf16_linears
 
 
 def test_product_is_close_to_float32_with_and_without_bias() -> None:

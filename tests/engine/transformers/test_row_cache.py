@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from streamchat.engine.kv_cache import _LEN_STEP, RowKVCache
+from streamchat.engine.transformers.row_cache import _LEN_STEP, RowKVCache
 
 
 def _cache() -> RowKVCache:
@@ -13,7 +13,7 @@ def _cache() -> RowKVCache:
 
 def test_rows_double_and_keep_what_is_stored() -> None:
     cache = _cache()
-    cache.set_limits(max_rows=64, max_tokens=64 * _LEN_STEP)
+    cache.limit(max_rows=64, max_tokens=64 * _LEN_STEP)
     cache.reserve(1, 10)
     assert (cache.rows, cache.capacity) == (8, _LEN_STEP)
     cache.keys[0][3, 0, 5] = 7.0
@@ -29,13 +29,13 @@ def test_rows_double_and_keep_what_is_stored() -> None:
 
 def test_growth_stays_within_max_rows_and_the_token_budget() -> None:
     cache = _cache()
-    cache.set_limits(max_rows=20, max_tokens=10_000)
+    cache.limit(max_rows=20, max_tokens=10_000)
     cache.reserve(9, 10)
     assert cache.rows == 16
     cache.reserve(17, 10)
     assert cache.rows == 24, "max_rows 20, rounded up to the row step"
     tight = _cache()
-    tight.set_limits(max_rows=64, max_tokens=16 * _LEN_STEP)
+    tight.limit(max_rows=64, max_tokens=16 * _LEN_STEP)
     tight.reserve(9, 10)
     tight.reserve(17, 10)
     assert tight.rows == 24, "the budget (16 full rows) leaves no room to double; only what is needed"

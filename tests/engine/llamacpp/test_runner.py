@@ -13,13 +13,15 @@ pytest.importorskip("llama_cpp", reason="the llamacpp engine needs llama-cpp-pyt
 from streamchat.chat.prompt import render  # noqa: E402
 from streamchat.config import Settings, default_cache_dir  # noqa: E402
 from streamchat.engine.factory import _llamacpp_engine, choose_backend  # noqa: E402
-from streamchat.engine.llamacpp_loader import LoadedGGUF, load_gguf  # noqa: E402
-from streamchat.engine.llamacpp_runner import LlamaCppRunner, cells_per_sequence  # noqa: E402
+from streamchat.engine.llamacpp.loader import LoadedGGUF, load_gguf  # noqa: E402
+from streamchat.engine.llamacpp.prefixes import PARK_SLOTS  # noqa: E402
+from streamchat.engine.llamacpp.runner import LlamaCppRunner  # noqa: E402
 from streamchat.engine.llm_engine import LLMEngine  # noqa: E402
-from streamchat.engine.loader import ModelNotFoundError  # noqa: E402
+from streamchat.engine.memory import cells_per_sequence  # noqa: E402
+from streamchat.engine.model_files import ModelNotFoundError  # noqa: E402
 from streamchat.engine.types import FinishReason, GenerationRequest, SamplingParams  # noqa: E402
 
-from .test_llm_engine import QUESTIONS, run, text, tokens  # noqa: E402
+from ..test_llm_engine import QUESTIONS, run, text, tokens  # noqa: E402
 
 GREEDY = SamplingParams(max_tokens=16, temperature=0.0)
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -40,6 +42,7 @@ def make_engine(
         max_num_seqs=max_num_seqs,
         max_batch_tokens=prefill_chunk + max_num_seqs,
         threads=1,
+        park_slots=PARK_SLOTS if prefix_reuse else 0,
     )
     n = runner.n_ctx_seq
     return LLMEngine(
@@ -50,7 +53,6 @@ def make_engine(
         max_num_seqs,
         max_num_seqs * n,
         prefill_chunk,
-        prefix_reuse=prefix_reuse,
     )
 
 
@@ -208,7 +210,7 @@ def test_factory_sizes_one_stream_per_sequence() -> None:
     built, _, max_model_len, _ = _llamacpp_engine(Settings(max_num_seqs=2, max_model_len=1000))
     runner = built.runner
     assert max_model_len == built.max_model_len == 1000  # what the user asked; the stream rounds up to 1024
-    assert runner.n_ctx_seq == 1024 and len(runner.cache._free_park_ids) == 4
+    assert runner.n_ctx_seq == 1024 and runner.prefixes is not None and len(runner.prefixes._free_ids) == PARK_SLOTS
     assert built.scheduler.cache_tokens == 2 * 1000  # every row at full length: never preempts
     runner.close()
 

@@ -12,11 +12,16 @@ import inspect
 
 import torch
 
-from streamchat.engine.exact_attention import CACHE_DTYPE, use_exact_attention
-from streamchat.engine.kv_cache import RowKVCache
+from streamchat.engine.transformers.exact_attention import CACHE_DTYPE, use_exact_attention
+from streamchat.engine.transformers.row_cache import RowKVCache
 
 
 class TransformersRunner:
+    """No per-row chunk limit and no prefix reuse: every prompt is prefilled in full."""
+
+    max_row_chunk: int | None = None
+    prefixes: None = None
+
     def __init__(self, model: torch.nn.Module) -> None:
         cfg = model.config.get_text_config()
         heads = cfg.num_attention_heads
@@ -61,10 +66,3 @@ class TransformersRunner:
         hidden = out.last_hidden_state  # [b, q, hidden]
         last = torch.tensor([n - 1 for n in lens], device=hidden.device)
         return self._head(hidden[torch.arange(b, device=hidden.device), last]).float()  # [b, vocab]
-
-    # Prefix reuse is not implemented for the padded row cache: every prompt is prefilled in full.
-    def reuse_prefix(self, row: int, token_ids: list[int]) -> int:
-        return 0
-
-    def park(self, row: int, token_ids: list[int]) -> None:
-        pass

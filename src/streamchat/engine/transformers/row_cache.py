@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from streamchat.engine.memory import round_up
+
 _ROW_STEP = 8
 _LEN_STEP = 128  # 256 held 2.5x what 64-token answers use, and every row paid for it
 
@@ -32,10 +34,11 @@ class RowKVCache:
         self._row_index = torch.zeros(0, 1, dtype=torch.long)
         self._positions = torch.zeros(0, 0, dtype=torch.long)
         self._read_len = 0
-        self.max_rows: int | None = None  # set by the scheduler: rows never needed beyond these
-        self.max_tokens: int | None = None  # and rows x capacity never beyond its token budget
+        self.max_rows: int | None = None  # rows never needed beyond these (max_num_seqs)
+        self.max_tokens: int | None = None  # and rows x capacity never beyond the token budget
 
-    def set_limits(self, max_rows: int, max_tokens: int) -> None:
+    def limit(self, max_rows: int, max_tokens: int) -> None:
+        """Growth stops at the scheduler's limits (geometric growth must not overshoot them)."""
         self.max_rows, self.max_tokens = max_rows, max_tokens
 
     @property
@@ -44,14 +47,14 @@ class RowKVCache:
 
     def reserve(self, rows: int, length: int) -> None:
         """Make room for `rows` rows of `length` tokens, keeping what is stored."""
-        new_rows = max(self.rows, _round_up(rows, _ROW_STEP))
-        new_cap = max(self.capacity, _round_up(length, _LEN_STEP))
+        new_rows = max(self.rows, round_up(rows, _ROW_STEP))
+        new_cap = max(self.capacity, round_up(length, _LEN_STEP))
         if new_rows == self.rows and new_cap == self.capacity:
             return
         if new_rows > self.rows:  # double, as far as the limits allow, to copy less often
             room = 2 * self.rows
             if self.max_rows is not None:
-                room = min(room, _round_up(self.max_rows, _ROW_STEP))
+                room = min(room, round_up(self.max_rows, _ROW_STEP))
             if self.max_tokens is not None:
                 room = min(room, self.max_tokens // new_cap // _ROW_STEP * _ROW_STEP)
             new_rows = max(new_rows, room)
@@ -109,6 +112,3 @@ class RowKVCache:
     def __len__(self) -> int:
         return self.num_layers
 
-
-def _round_up(n: int, step: int) -> int:
-    return -(-n // step) * step

@@ -1,4 +1,4 @@
-"""The seed's protocol and ChatGLM-6B's `api.py`, byte for byte.
+"""The seed's protocol (the blog post's `/stream`) and ChatGLM-6B's `api.py`, byte for byte.
 
 - `POST /stream` `{prompt, history, max_length?, top_p?, temperature?}` → events
   `data: {"id": 0, "time": "%Y-%m-%d %H:%M:%S", "text": "…"}` then `data: [DONE]`.
@@ -19,16 +19,18 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from streamchat.api.auth import require_key
+from streamchat.api.auth import Owner, require_key
 from streamchat.api.disconnect import ClientDisconnectedError, disconnected_response, unless_disconnected
-from streamchat.api.errors import APIError, error_body
-from streamchat.api.limits import check_max_tokens, check_prompt_tokens
-from streamchat.api.state import ServerState, State
-from streamchat.api.streaming import resume_response, stream_response
+from streamchat.api.errors import APIError, generation_failed_event
+from streamchat.api.ready import Ready, ReadyServer, ready
+from streamchat.api.resume import resume_point, resume_response
+from streamchat.api.state import State
+from streamchat.api.submission import admit, stream_response, submit
+from streamchat.api.token_limits import check_max_tokens, check_prompt_tokens
 from streamchat.chat.prompt import PromptTooLongError, fit_history
 from streamchat.engine.types import Delta, GenerationRequest, SamplingParams
 from streamchat.sse.framing import DONE, to_json
-from streamchat.streams.manager import Event
+from streamchat.streams.log import StreamEvent
 
 router = APIRouter(dependencies=[Depends(require_key)])
 
@@ -62,11 +64,10 @@ def _now() -> str:
     return datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _build(body: GLMRequest, state: ServerState) -> GenerationRequest:
-    _, info = state.require_ready()
-    state.check_room()  # before any tokenizer work
+def _build(body: GLMRequest, ready: Ready) -> GenerationRequest:
+    info, settings = ready.model, ready.state.settings
     window = min(info.max_model_len, body.max_length or info.max_model_len)
-    reserved = max(1, min(state.settings.default_max_tokens, window // 4))
+    reserved = max(1, min(settings.default_max_tokens, window // 4))
     try:
         fitted = fit_history(
             info.tokenizer,
@@ -74,7 +75,7 @@ def _build(body: GLMRequest, state: ServerState) -> GenerationRequest:
             body.prompt,
             context=window,
             reserved=reserved,
-            max_rounds=state.settings.history_rounds,
+            max_rounds=settings.history_rounds,
         )
     except PromptTooLongError:
         # The budget kept for the answer only decides how much history fits. A question that leaves
@@ -83,40 +84,42 @@ def _build(body: GLMRequest, state: ServerState) -> GenerationRequest:
             fitted = fit_history(info.tokenizer, [], body.prompt, context=window, reserved=1)
         except PromptTooLongError as exc:
             raise APIError(400, str(exc), param="prompt", code="context_length_exceeded") from exc
-    check_prompt_tokens(state.settings.max_prompt_tokens, len(fitted.token_ids), "prompt")
+    check_prompt_tokens(settings.max_prompt_tokens, len(fitted.token_ids), "prompt")
     room = window - len(fitted.token_ids)
-    max_tokens = room if body.max_length else min(state.settings.default_max_tokens, room)
-    if state.settings.max_tokens_limit is not None:
+    max_tokens = room if body.max_length else min(settings.default_max_tokens, room)
+    if settings.max_tokens_limit is not None:
         if body.max_length:
-            check_max_tokens(state.settings.max_tokens_limit + len(fitted.token_ids), body.max_length, "max_length")
-        max_tokens = min(max_tokens, state.settings.max_tokens_limit)
+            check_max_tokens(settings.max_tokens_limit + len(fitted.token_ids), body.max_length, "max_length")
+        max_tokens = min(max_tokens, settings.max_tokens_limit)
     params = SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p)
     return GenerationRequest(fitted.token_ids, params)
 
 
-async def _seed_events(deltas: AsyncIterator[Delta]) -> AsyncIterator[Event]:
+async def _seed_events(deltas: AsyncIterator[Delta]) -> AsyncIterator[StreamEvent]:
     async for d in deltas:
         if d.error:
-            yield "error", to_json(error_body(500, f"generation failed: {d.error}", code="generation_failed"))
+            yield generation_failed_event(d.error)
             break
         if d.text:
-            yield None, to_json({"id": 0, "time": _now(), "text": d.text}, compact=False)
-    yield None, DONE
+            yield StreamEvent(None, to_json({"id": 0, "time": _now(), "text": d.text}, compact=False))
+    yield StreamEvent(None, DONE)
 
 
-async def _stream(body: GLMRequest, state: ServerState) -> Response:
-    deltas = state.submit(_build(body, state))
-    return await stream_response(state, _seed_events(deltas), body.resumable)
+async def _stream(body: GLMRequest, ready: Ready, owner: str | None) -> Response:
+    admit(ready, owner)  # before any tokenizer work
+    deltas = submit(ready, _build(body, ready), owner)
+    return await stream_response(ready, _seed_events(deltas), body.resumable)
 
 
 @router.post("/stream", response_model=None)
-async def stream_post(body: GLMRequest, state: State) -> Response:
-    return await _stream(body, state)
+async def stream_post(body: GLMRequest, ready: ReadyServer, owner: Owner) -> Response:
+    return await _stream(body, ready, owner)
 
 
 @router.get("/stream", response_model=None)
 async def stream_get(
     state: State,
+    owner: Owner,
     prompt: Annotated[str, Query(min_length=1)],
     history: Annotated[str | None, Query(description="JSON list of [question, answer] pairs")] = None,
     max_length: Annotated[int | None, Query(ge=2)] = None,
@@ -127,7 +130,8 @@ async def stream_get(
 ) -> Response:
     """The browser's `EventSource` reconnects to this same URL with `Last-Event-ID`: resume, don't restart."""
     if last_event_id:
-        return await resume_response(state, last_event_id, None, gone_status=204)
+        stream_id, after = resume_point(last_event_id)
+        return await resume_response(state, stream_id, after, gone_status=204)
     try:
         rounds = json.loads(history) if history else []
         body = GLMRequest(
@@ -140,7 +144,7 @@ async def stream_get(
         )
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; deep nesting recurses
         raise APIError(400, f"invalid query: {exc}", param="history" if history else "prompt") from exc
-    return await _stream(body, state)
+    return await _stream(body, ready(state), owner)
 
 
 async def _collect(deltas: AsyncIterator[Delta]) -> tuple[list[str], Delta | None]:
@@ -152,8 +156,9 @@ async def _collect(deltas: AsyncIterator[Delta]) -> tuple[list[str], Delta | Non
 
 
 @router.post("/", response_model=None)
-async def chatglm_api(body: GLMRequest, state: State, http: Request) -> Response:
-    deltas = state.submit(_build(body, state))
+async def chatglm_api(body: GLMRequest, ready: ReadyServer, owner: Owner, http: Request) -> Response:
+    admit(ready, owner)  # before any tokenizer work
+    deltas = submit(ready, _build(body, ready), owner)
     try:
         parts, last = await unless_disconnected(http, _collect(deltas))
     except ClientDisconnectedError:

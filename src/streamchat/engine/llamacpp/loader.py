@@ -9,14 +9,11 @@ starts load that folder directly.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamchat.engine.loader import ModelNotFoundError, resolve_model
+from streamchat.engine.model_files import ModelNotFoundError, derived_folder, gguf_path
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +27,8 @@ class LoadedGGUF:
     eos_token_ids: set[int]
 
 
-def gguf_path(spec: str | None) -> tuple[str, Path] | None:
-    """(name, path) when `spec` (or the embedded default) is a local `.gguf` file, else None."""
-    name, path = resolve_model(spec)
-    if path is not None and path.is_file() and path.suffix == ".gguf":
-        return name, path
-    return None
-
-
 def load_gguf(spec: str | None, cache_dir: Path, max_model_len: int | None, verbose: bool = False) -> LoadedGGUF:
-    from streamchat.engine.llamacpp_runner import LlamaModel
+    from streamchat.engine.llamacpp.model import LlamaModel
 
     found = gguf_path(spec)
     if found is None:
@@ -59,18 +48,9 @@ def gguf_tokenizer(path: Path, cache_dir: Path) -> object:
     """The GGUF's tokenizer as a transformers tokenizer, rebuilt once and then read from the cache."""
     from transformers import AutoTokenizer
 
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    folder = cache_dir / "gguf-tokenizer" / f"{path.stem}-{key}"
-    if (folder / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(folder)
-    log.info("reading the tokenizer of %s (first start only)", path.name)
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))  # one per process
-    tokenizer.save_pretrained(tmp)
-    try:
-        tmp.rename(folder)  # appears whole or not at all
-    except OSError:  # another process saved the same tokenizer first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return tokenizer
+    def rebuild(folder: Path) -> None:
+        log.info("reading the tokenizer of %s (first start only)", path.name)
+        AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(folder)
+
+    folder = derived_folder(path, cache_dir, "gguf-tokenizer", "tokenizer_config.json", rebuild)
+    return AutoTokenizer.from_pretrained(folder)

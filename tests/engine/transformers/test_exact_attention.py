@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from streamchat.engine.exact_attention import exact_attention
+from streamchat.engine.transformers.exact_attention import exact_attention
 
 
 def _inputs(rows: int, length: int, q: int, seed: int = 0):

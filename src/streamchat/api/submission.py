@@ -1,0 +1,45 @@
+"""Handing a request to the engine, in plain code: admit it, submit it, answer with its stream.
+
+Every model route passes here, in this order:
+
+1. `admit(ready, owner)` before any tokenizer work: 429 when the caller or the server is full;
+2. `submit(ready, request)`: queue the request in the engine (at once, so the next admission
+   counts it) and compose what watches its deltas: the metrics' timings and, with
+   `--log-prompts`, the answer log;
+3. for a stream, `stream_response(ready, events, resumable)`: a producer task writes the
+   protocol's events into the stream log and the response reads them back (`streams/manager.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi.responses import Response
+
+from streamchat.api.ready import Ready
+from streamchat.api.request_log import log_answer
+from streamchat.engine.types import Delta, GenerationRequest
+from streamchat.sse.response import sse_response
+from streamchat.streams.log import StreamEvent
+
+
+def admit(ready: Ready, owner: str | None) -> None:
+    ready.state.admission.admit_work(ready.engine, owner)
+
+
+def submit(ready: Ready, request: GenerationRequest, owner: str | None) -> AsyncIterator[Delta]:
+    """Queue `request` for `owner` and return its deltas; closing them aborts the request."""
+    request.owner = owner
+    deltas = ready.state.metrics.observe(ready.engine.generate(request))
+    if ready.state.settings.log_prompts:
+        deltas = log_answer(deltas)
+    return deltas
+
+
+async def stream_response(ready: Ready, events: AsyncIterator[StreamEvent], resumable: bool) -> Response:
+    """Start producing `events` into a new stream and answer with it, from its first event."""
+    streams = ready.state.streams
+    stream_id = await streams.start(events, resumable)
+    return sse_response(
+        streams.read(stream_id), ping_interval=ready.state.settings.ping_interval, headers={"X-Stream-Id": stream_id}
+    )

@@ -1,0 +1,83 @@
+"""Prefix reuse for llama.cpp: finished sequences parked in spare sequence ids.
+
+When a sequence ends, its cells are copied into a spare sequence id (each with its own stream), so
+the next turn of the same chat copies the shared prefix into its row instead of prefilling it.
+Because every stream holds its cells at 0..n-1 in position order and batch-invariant prefill
+computes the same keys and values whatever the neighbours, a reused prefix does not change answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamchat.engine.llamacpp.cache import LlamaCppCache
+
+MIN_REUSE = 8  # a shorter shared prefix is not worth the bookkeeping
+PARK_SLOTS = 4  # finished chats whose cells are kept for their next turn
+
+
+@dataclass
+class _Parked:
+    seq_id: int
+    tokens: list[int]
+    last_used: int = 0
+
+
+class ParkedPrefixes:
+    """The `PrefixStore` of the llama.cpp runner; sequence ids `first_id..first_id+slots-1` are its own."""
+
+    def __init__(self, cache: LlamaCppCache, first_id: int, slots: int) -> None:
+        self._cache = cache
+        self._free_ids = list(range(first_id, first_id + slots))
+        self.parked: list[_Parked] = []
+        self._clock = 0
+
+    def park(self, row: int, tokens: list[int]) -> None:
+        """Copy the cells of `row` (holding `tokens`) into a spare sequence id after its sequence ends."""
+        n = min(len(tokens), self._cache.lens[row])
+        if n < MIN_REUSE or not (self._free_ids or self.parked):
+            return
+        tokens = tokens[:n]
+        # the same chat, one turn further on, replaces its earlier turn
+        for p in [p for p in self.parked if tokens[: len(p.tokens)] == p.tokens]:
+            self._unpark(p)
+        if not self._free_ids:
+            self._unpark(min(self.parked, key=lambda p: p.last_used))
+        seq_id = self._free_ids.pop()
+        self._cache.copy(row, seq_id, n)
+        self._clock += 1
+        self.parked.append(_Parked(seq_id, tokens, self._clock))
+
+    def reuse_prefix(self, row: int, tokens: list[int]) -> int:
+        """Copy the longest parked prefix of `tokens` into `row`; return its length (< len(tokens))."""
+        best, best_len = None, 0
+        for p in self.parked:
+            n = _common_prefix(p.tokens, tokens)
+            if n > best_len:
+                best, best_len = p, n
+        best_len = min(best_len, len(tokens) - 1)  # the last prompt token must be fed for its logits
+        if best is None or best_len < MIN_REUSE:
+            return 0
+        self._cache.copy(best.seq_id, row, best_len)
+        self._cache.lens[row] = best_len
+        self._clock += 1
+        best.last_used = self._clock
+        return best_len
+
+    def forget_all(self) -> None:
+        """The cells were cleared under us (a failed decode): nothing parked is there any more."""
+        self._free_ids += [p.seq_id for p in self.parked]
+        self.parked.clear()
+
+    def _unpark(self, p: _Parked) -> None:
+        self._cache.forget(p.seq_id)
+        self.parked.remove(p)
+        self._free_ids.append(p.seq_id)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
