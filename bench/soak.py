@@ -115,7 +115,7 @@ async def soak(server: Server, args: argparse.Namespace, refs: dict, tally: Tall
 
 
 def run(args: argparse.Namespace) -> dict:
-    flags = ["--max-num-seqs", str(args.concurrency), "--prefix-reuse", "false", "--log-level", "warning"]
+    flags = ["--max-num-seqs", str(args.concurrency), "--log-level", "warning"]
     flags += ["--engine", args.engine]
     with serve("soak", *flags) as server:
         refs = {"tokens": args.max_tokens, "text": references(server, args.max_tokens)}

@@ -3,8 +3,9 @@
 Keep-alive pings are switched to every second so every streaming test also shows that the pings
 never break a client (the official `openai` SDK included). `--default-max-tokens` keeps ChatGLM
 requests that give no `max_length` short, and a short `--resume-grace` lets a dropped resumable
-stream be reaped within the test's patience. Prefix reuse is off because greedy answers are
-compared byte for byte and a reused prefix changes llama.cpp's numerics.
+stream be reaped within the test's patience. Everything else is the default, prefix reuse
+included: greedy answers are compared byte for byte, and with one KV stream per sequence a reused
+prefix holds the cells a fresh prefill computes, so answers do not change.
 """
 
 from __future__ import annotations
@@ -76,7 +77,6 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--ping-interval", str(PING_INTERVAL_S),
         "--default-max-tokens", "32",
         "--resume-grace", str(RESUME_GRACE_S),
-        "--prefix-reuse", "false",  # reused keys/values change greedy answers (llama.cpp numerics)
         "--log-level", "warning",
     ]  # fmt: skip
     with running_server(tmp_path_factory.mktemp("server"), *flags) as server:

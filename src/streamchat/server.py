@@ -54,7 +54,7 @@ class DrainingServer(uvicorn.Server):
             for sig, handler in original.items():
                 signal.signal(sig, handler)
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+    def handle_exit(self, _sig: int, _frame: FrameType | None) -> None:
         if self._drain is not None or self._loop is None:
             self.should_exit = True  # a second signal: stop waiting
             return

@@ -78,3 +78,25 @@ def test_prompt_ending_inside_a_character(tokenizer) -> None:
     generated = ids[cut:]
     deltas = stream(tokenizer, ids[:cut], generated)
     assert "".join(deltas) == tokenizer.decode(generated, skip_special_tokens=True)
+
+
+class SentencePieceLike:
+    """Decodes byte pieces like SentencePiece: the text of a whole decode loses one leading space."""
+
+    PIECES = {1: b"Say:", 2: b" Hi", 3: b" there", 4: b" ok\xe4\xbd"}
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        text = b"".join(self.PIECES[i] for i in ids).decode("utf-8", errors="replace")
+        return text.removeprefix(" ")
+
+
+def test_the_final_tail_continues_where_the_sent_text_stopped() -> None:
+    """Regression: `finish()` sliced a decode of the answer alone at the length already sent; when
+    that decode differs from the windowed one (here: a leading space), the tail lost a character
+    (" Hi thereok" instead of " Hi there ok")."""
+    detok = IncrementalDetokenizer(SentencePieceLike(), [1])
+    sent = [detok.add(i) for i in (2, 3, 4)]
+    assert sent == [" Hi", " there", ""]  # the last piece ends inside a character: held back
+    tail = detok.finish()
+    assert "".join(sent) + tail.rstrip(REPLACEMENT) == " Hi there ok"
+    assert detok.finish() == ""  # nothing is released twice

@@ -83,12 +83,9 @@ async def proxy(web_url: str) -> AsyncIterator[CuttableProxy]:
 def web_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The browser tests' own server, for the tests that compare an answer with the greedy one.
 
-    Two settings differ from the session server's. Resume grace is the production 30 s: the
-    session server reaps a dropped stream after 2 s, but Chromium's `EventSource` waits 3 s
-    before it reconnects (the server sends no `retry:`), so a test would race the reaper instead
-    of testing resumption. Prefix reuse is off: with it, the same temperature-0 request asked
-    twice can give two different answers (reused keys/values round differently), and "the page
-    shows exactly the greedy answer" needs one greedy answer.
+    Resume grace is the production 30 s: the session server reaps a dropped stream after 2 s, but
+    Chromium's `EventSource` waits 3 s before it reconnects (the server sends no `retry:`), so a
+    test would race the reaper instead of testing resumption.
     """
     reason = _skip_reason()
     if reason:
@@ -96,7 +93,6 @@ def web_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     flags = [
         "--ping-interval", str(PING_INTERVAL_S),
         "--resume-grace", str(RESUME_GRACE_S),
-        "--prefix-reuse", "false",
         "--log-level", "warning",
     ]  # fmt: skip
     with running_server(tmp_path_factory.mktemp("web-server"), *flags) as server:

@@ -66,11 +66,6 @@ class Admission:
                 headers={"Retry-After": "1"},
             )
 
-    @property
-    def tracked_keys(self) -> int:
-        """Keys with a rate window held in memory."""
-        return len(self._recent)
-
     def _sweep(self, now: float) -> None:
         """Forget keys whose window has emptied, at most once a window, so memory follows active keys."""
         if now - self._last_sweep < _WINDOW_S:

@@ -30,7 +30,7 @@ def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
     state = ServerState(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(_app: FastAPI):
         task = None
         if built is not None:
             _attach(state, built)

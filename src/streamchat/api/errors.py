@@ -103,6 +103,6 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(_: Request, _exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return JSONResponse(error_body(500, "internal server error"), status_code=500)

@@ -115,6 +115,7 @@ class _StateCollector(Collector):
 _ENGINE_COUNTERS = (
     ("streamchat_prompt_tokens", "prompt_tokens", "Prompt tokens of accepted requests"),
     ("streamchat_generation_tokens", "generated_tokens", "Tokens generated"),
+    ("streamchat_reused_prompt_tokens", "reused_tokens", "Prompt tokens whose keys/values an earlier request left"),
     ("streamchat_requests_finished", "finished", "Requests that ended by stop or length"),
     ("streamchat_requests_aborted", "aborted", "Requests aborted in the engine (client left, cancel, shutdown)"),
     ("streamchat_preemptions", "preempted", "Sequences preempted for cache room"),

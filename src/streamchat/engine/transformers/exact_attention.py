@@ -19,12 +19,12 @@ CACHE_DTYPE = torch.float64
 
 
 def exact_attention(
-    module: nn.Module,
+    module: nn.Module,  # noqa: ARG001  transformers' attention interface passes it
     query: torch.Tensor,  # [b, heads, q, d]
     key: torch.Tensor,  # [b, kv_heads, L, d]
     value: torch.Tensor,  # [b, kv_heads, L, d]
     attention_mask: torch.Tensor | None,  # [b, 1, q, L], True (or 0.0) where a query may attend
-    dropout: float = 0.0,
+    dropout: float = 0.0,  # noqa: ARG001  inference: no dropout
     scaling: float | None = None,
     **kwargs: object,
 ) -> tuple[torch.Tensor, None]:

@@ -106,7 +106,7 @@ class RowKVCache:
         return k[:, :, : self._read_len], v[:, :, : self._read_len]
 
     # Methods transformers may call on any cache; ours answers for the planned rows.
-    def get_seq_length(self, layer_idx: int = 0) -> int:
+    def get_seq_length(self, layer_idx: int = 0) -> int:  # noqa: ARG002  every planned layer reads as far
         return self._read_len
 
     def __len__(self) -> int:
