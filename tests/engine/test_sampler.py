@@ -1,0 +1,261 @@
+"""`engine/sampler.py`: per-row greedy, filters, seeds, penalties, bans and logprobs in one batched step."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+import torch
+
+from streamchat.engine.sampler import RowState, Sampled, sample
+from streamchat.engine.types import SamplingParams
+
+# A fixed distribution over 8 tokens, highest first, so every filter has a known keep-set.
+PROBS = [0.4, 0.25, 0.15, 0.1, 0.04, 0.03, 0.02, 0.01]
+LOGITS = torch.tensor(PROBS).log()
+DRAWS = 200
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from intra-op threads, and on a busy machine the hand-offs take seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def row(
+    params: SamplingParams | None = None,
+    prompt_ids: list[int] | None = None,
+    output_ids: list[int] | None = None,
+    banned_ids: tuple[int, ...] = (),
+) -> RowState:
+    """A row as the engine builds it: its own generator exactly when the request has a seed."""
+    params = params or SamplingParams()
+    generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+    return RowState(params, list(prompt_ids or []), list(output_ids or []), generator, banned_ids)
+
+
+def shared(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def batch_of(*rows_logits: torch.Tensor) -> torch.Tensor:
+    return torch.stack(list(rows_logits)).float()
+
+
+def draw_counts(rows: list[RowState], logits: torch.Tensor, draws: int = DRAWS, seed: int = 0) -> list[Counter[int]]:
+    """How often each token was picked, per row, over repeated steps on the same logits."""
+    rng = shared(seed)
+    counts: list[Counter[int]] = [Counter() for _ in rows]
+    for _ in range(draws):
+        for count, picked in zip(counts, sample(logits, rows, rng), strict=True):
+            count[picked.token_id] += 1
+    return counts
+
+
+def test_greedy_row_takes_the_argmax_while_its_neighbours_sample() -> None:
+    """A temperature-0 row must never be perturbed by the noise drawn for the rows around it."""
+    flat = torch.zeros(8)
+    flat[5] = 0.01  # the argmax, though sampling would pick it barely one time in eight
+    logits = batch_of(LOGITS, flat, LOGITS)
+    rows = [row(), row(SamplingParams(temperature=0.0)), row(SamplingParams(seed=3))]
+    neighbours, greedy, seeded = draw_counts(rows, logits)
+    assert greedy == Counter({5: DRAWS})
+    assert len(neighbours) > 3 and len(seeded) > 3
+
+
+@pytest.mark.parametrize(
+    ("params", "allowed"),
+    [
+        (SamplingParams(top_k=3), {0, 1, 2}),
+        (SamplingParams(top_p=0.6), {0, 1}),
+        (SamplingParams(min_p=0.3), {0, 1, 2}),
+        (SamplingParams(top_k=4, min_p=0.3), {0, 1, 2}),
+        (SamplingParams(temperature=10.0, top_p=0.6), {0, 1, 2, 3, 4}),
+        (SamplingParams(temperature=0.02), {0}),
+    ],
+    ids=["top_k", "top_p", "min_p", "top_k+min_p", "temperature-before-top_p", "cold"],
+)
+@pytest.mark.parametrize("seeded", [False, True], ids=["shared-rng", "own-generator"])
+def test_filters_never_pick_a_filtered_token(params: SamplingParams, allowed: set[int], seeded: bool) -> None:
+    """Each row keeps exactly its own keep-set, even beside an unfiltered row that roams the vocabulary."""
+    if seeded:
+        params = replace(params, seed=11)
+    logits = batch_of(LOGITS, LOGITS)
+    filtered, unfiltered = draw_counts([row(params), row()], logits)
+    assert set(filtered) == allowed
+    assert len(unfiltered) >= 6
+
+
+def _seeded_run(neighbours: list[tuple[RowState, torch.Tensor]], position: int, rng_seed: int) -> list[int]:
+    """The draws of a row seeded with 1234 over 40 steps, placed at `position` among `neighbours`."""
+    own_logits = torch.randn(32, generator=torch.Generator().manual_seed(5))
+    seeded = row(SamplingParams(seed=1234, temperature=0.9))
+    rows = [r for r, _ in neighbours]
+    logits = [lg for _, lg in neighbours]
+    rows.insert(position, seeded)
+    logits.insert(position, own_logits)
+    batch = batch_of(*logits)
+    rng = shared(rng_seed)
+    return [sample(batch, rows, rng)[position].token_id for _ in range(40)]
+
+
+def test_a_seeded_row_draws_the_same_whatever_shares_the_batch() -> None:
+    """A seed promises a reproducible answer, so batch neighbours and the shared RNG must not matter."""
+    noise = torch.Generator().manual_seed(9)
+    other = [torch.randn(32, generator=noise) for _ in range(3)]
+    alone = _seeded_run([], 0, rng_seed=0)
+    crowded = _seeded_run(
+        [(row(), other[0]), (row(SamplingParams(temperature=0.0)), other[1]), (row(SamplingParams(top_k=5)), other[2])],
+        position=1,
+        rng_seed=77,
+    )
+    among_seeded = _seeded_run(
+        [(row(SamplingParams(seed=99, top_p=0.5)), other[0]), (row(SamplingParams(min_p=0.1)), other[1])],
+        position=2,
+        rng_seed=5,
+    )
+    assert len(set(alone)) > 5
+    assert crowded == alone
+    assert among_seeded == alone
+
+
+def test_seeded_and_greedy_rows_leave_the_shared_rng_untouched() -> None:
+    """Only unseeded sampled rows may consume the shared RNG; otherwise other requests' draws would shift."""
+    logits = batch_of(LOGITS, LOGITS)
+    rng = shared(42)
+    before = rng.get_state()
+    for _ in range(10):
+        sample(logits, [row(SamplingParams(seed=1)), row(SamplingParams(temperature=0.0))], rng)
+    assert torch.equal(rng.get_state(), before)
+
+    sample(logits, [row(SamplingParams(seed=1)), row()], rng)
+    assert not torch.equal(rng.get_state(), before)
+
+
+def test_unseeded_rows_are_reproducible_from_the_shared_rng() -> None:
+    """The engine seeds its shared RNG once; the same seed must replay the same unseeded draws."""
+    logits = batch_of(LOGITS, LOGITS)
+    runs = [
+        [tuple(s.token_id for s in sample(logits, [row(), row()], rng)) for _ in range(30)]
+        for rng in (shared(3), shared(3))
+    ]
+    assert runs[0] == runs[1]
+    assert len(set(runs[0])) > 3
+
+
+def _greedy_pick(logits: list[float], params: SamplingParams, prompt_ids: list[int], output_ids: list[int]) -> int:
+    params = replace(params, temperature=0.0)
+    return sample(batch_of(torch.tensor(logits)), [row(params, prompt_ids, output_ids)], shared())[0].token_id
+
+
+@pytest.mark.parametrize(
+    ("logits", "prompt_ids", "output_ids", "expected"),
+    [
+        ([3.0, 1.4, 0.0], [0], [], 0),  # 3.0 / 2 = 1.5 still beats 1.4
+        ([3.0, 1.6, 0.0], [0], [], 1),  # 1.5 loses to 1.6
+        ([3.0, 1.6, 0.0], [], [0], 1),  # output ids count as seen too
+        ([3.0, 1.4, 0.0], [0, 0], [0, 0, 0], 0),  # divided once however often it was seen
+        ([-1.0, -1.9, -5.0], [0], [], 1),  # negative logits are multiplied: -2.0 falls below -1.9
+        ([-1.0, -2.1, -5.0], [0], [], 0),  # -2.0 still beats -2.1
+        ([3.0, 1.6, 0.0], [0, 1], [], 0),  # the runner-up, seen as well, falls to 0.8
+    ],
+)
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits(
+    logits: list[float], prompt_ids: list[int], output_ids: list[int], expected: int
+) -> None:
+    """HF semantics: a seen token always becomes less likely, whichever side of zero its logit is."""
+    vocab = logits + [-9.0] * 7
+    assert _greedy_pick(vocab, SamplingParams(repetition_penalty=2.0), prompt_ids, output_ids) == expected
+
+
+@pytest.mark.parametrize(
+    ("params", "prompt_ids", "output_ids", "expected"),
+    [
+        (SamplingParams(frequency_penalty=0.4), [], [0, 0], 0),  # 3.0 - 0.8 = 2.2 > 2.0
+        (SamplingParams(frequency_penalty=0.6), [], [0, 0], 1),  # 3.0 - 1.2 = 1.8 < 2.0
+        (SamplingParams(presence_penalty=0.9), [], [0, 0, 0], 0),  # once, not per count: 2.1
+        (SamplingParams(presence_penalty=1.1), [], [0], 1),  # 1.9
+        (SamplingParams(presence_penalty=0.5, frequency_penalty=0.3), [], [0, 0], 1),  # 3 - 0.6 - 0.5 = 1.9
+        (SamplingParams(presence_penalty=0.5, frequency_penalty=0.2), [], [0, 0], 0),  # 3 - 0.4 - 0.5 = 2.1
+        (SamplingParams(presence_penalty=5.0, frequency_penalty=5.0), [0, 0, 0], [], 0),  # prompt ids don't count
+        (SamplingParams(frequency_penalty=0.5), [0, 0, 0], [2], 0),  # nor alongside output ids
+        (SamplingParams(presence_penalty=1.1), [], [0, 1], 0),  # the runner-up, present as well, falls to 0.9
+    ],
+)
+def test_presence_and_frequency_penalties_follow_openai_over_output_ids(
+    params: SamplingParams, prompt_ids: list[int], output_ids: list[int], expected: int
+) -> None:
+    """OpenAI semantics: logit -= count * frequency + (count > 0) * presence, counting generated tokens only."""
+    assert _greedy_pick([3.0, 2.0, 0.0, -1.0], params, prompt_ids, output_ids) == expected
+
+
+def test_penalties_apply_only_to_the_rows_that_ask_for_them() -> None:
+    """Penalties are per request; the same logits in an unpenalised row must keep their argmax."""
+    logits = batch_of(torch.tensor([3.0, 2.0, 0.0]), torch.tensor([3.0, 2.0, 0.0]))
+    greedy = SamplingParams(temperature=0.0)
+    penalised = SamplingParams(temperature=0.0, presence_penalty=2.0, repetition_penalty=1.5)
+    picks = sample(logits, [row(penalised, [0], [0]), row(greedy, [0], [0])], shared())
+    assert [p.token_id for p in picks] == [1, 0]
+
+
+def test_banned_ids_are_never_drawn() -> None:
+    """EOS is banned until min_tokens is reached; neither greedy nor sampled rows may emit it."""
+    logits = batch_of(LOGITS, LOGITS, LOGITS)
+    rows = [
+        row(SamplingParams(temperature=0.0), banned_ids=(0,)),
+        row(banned_ids=(0, 1, 3)),
+        row(SamplingParams(seed=4, temperature=5.0), banned_ids=(2, 7)),
+    ]
+    greedy, shared_rng_row, seeded = draw_counts(rows, logits)
+    assert greedy == Counter({1: DRAWS})
+    assert set(shared_rng_row) == {2, 4, 5, 6, 7}
+    assert set(seeded) == {0, 1, 3, 4, 5, 6}
+
+
+def test_logprobs_come_from_the_raw_logits_not_the_penalised_ones() -> None:
+    """Logprobs describe the model's distribution, so penalties that flip the pick must not change them."""
+    raw = torch.tensor([3.0, 2.5, 1.0, -2.0, 0.5, 2.9])
+    expected = torch.log_softmax(raw, dim=-1)
+    params = SamplingParams(temperature=0.0, repetition_penalty=4.0, logprobs=True, top_logprobs=3)
+    picked = sample(batch_of(raw), [row(params, [0, 5], [])], shared())[0]
+    assert picked.token_id == 1
+    assert picked.logprob == pytest.approx(expected[1].item())
+    assert [tok for tok, _ in picked.top] == [0, 5, 1]
+    assert [lp for _, lp in picked.top] == pytest.approx([expected[i].item() for i in (0, 5, 1)])
+
+
+def test_logprob_of_a_sampled_token_matches_its_probability() -> None:
+    """For a sampled row the logprob is that of the token actually drawn, not of the argmax."""
+    params = SamplingParams(seed=8, logprobs=True, top_logprobs=2)
+    rng = shared()
+    for _ in range(50):
+        picked = sample(batch_of(LOGITS), [row(params)], rng)[0]
+        assert picked.logprob == pytest.approx(math.log(PROBS[picked.token_id]), rel=1e-5)
+        assert [tok for tok, _ in picked.top] == [0, 1]
+
+
+def test_rows_without_logprobs_get_none_beside_rows_that_want_them() -> None:
+    """Asking for logprobs is per request; a neighbour's request must not leak them into other answers."""
+    logits = batch_of(LOGITS, LOGITS, LOGITS)
+    rows = [
+        row(SamplingParams(temperature=0.0, logprobs=True, top_logprobs=4)),
+        row(SamplingParams(temperature=0.0)),
+        row(SamplingParams(temperature=0.0, logprobs=True)),
+    ]
+    with_top, without, no_top = sample(logits, rows, shared())
+    assert with_top.logprob == pytest.approx(math.log(PROBS[0]))
+    assert [tok for tok, _ in with_top.top] == [0, 1, 2, 3]
+    assert without == Sampled(0, None, ())
+    assert no_top.logprob == pytest.approx(math.log(PROBS[0])) and no_top.top == ()
+
+
+def test_no_row_asking_for_logprobs_returns_plain_tokens() -> None:
+    picks = sample(batch_of(LOGITS, LOGITS), [row(SamplingParams(temperature=0.0)), row()], shared())
+    assert all(p.logprob is None and p.top == () for p in picks)
+    assert picks[0].token_id == 0
