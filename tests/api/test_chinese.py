@@ -7,6 +7,7 @@ sentence and each test checks that Chinese characters really came back.
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import openai
@@ -52,3 +53,32 @@ def test_seed_stream_reassembles_to_the_api_answer(http: httpx.Client) -> None:
     assert "".join(pieces) == whole
     assert_chinese(whole)
     assert all("\ufffd" not in p for p in pieces)
+
+
+KANA = re.compile(r"[\u3040-\u30ff]")
+JAPANESE = [{"role": "user", "content": "日本語で挨拶してください"}]  # greedy: cut mid-character at 40, 48, 60 tokens
+
+
+def test_an_answer_cut_mid_character_ends_cleanly_and_its_logprobs_hold_its_bytes(http: httpx.Client) -> None:
+    """Regression: at a length cut the text ended in U+FFFD, and a token holding part of a character
+    reported the bytes of U+FFFD, so the tokens' bytes did not reassemble into the text."""
+    for max_tokens in (40, 48, 60):
+        body = {"messages": JAPANESE, "max_tokens": max_tokens, "temperature": 0, "logprobs": True}
+        answer = http.post("/v1/chat/completions", json=body).json()
+        whole, prompt_tokens = answer["choices"][0], answer["usage"]["prompt_tokens"]
+        text = whole["message"]["content"]
+        assert whole["finish_reason"] == "length" and len(KANA.findall(text)) >= 4, text
+        assert not text.endswith("\ufffd")
+        assert b"".join(bytes(t["bytes"]) for t in whole["logprobs"]["content"]) == text.encode()
+        assert any(t["token"].startswith("bytes:") for t in whole["logprobs"]["content"])
+        with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as resp:
+            events = parse_sse(resp.read().decode()).events
+        chunks = [json.loads(e.data) for e in events if e.data != "[DONE]"]
+        streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+        logprobs = [c["choices"][0]["logprobs"] for c in chunks if c["choices"] and c["choices"][0]["logprobs"]]
+        streamed_bytes = b"".join(bytes(t["bytes"]) for lp in logprobs for t in lp["content"])
+        assert streamed == text and streamed_bytes == text.encode()
+        seed_body = {"prompt": JAPANESE[0]["content"], "max_length": prompt_tokens + max_tokens, "temperature": 0}
+        seed = http.post("/stream", json=seed_body)
+        seed_text = "".join(json.loads(e.data)["text"] for e in parse_sse(seed.text).events if e.data != "[DONE]")
+        assert seed_text == text  # the seed's protocol, same prompt and length: the same clean cut

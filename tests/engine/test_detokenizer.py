@@ -100,3 +100,12 @@ def test_the_final_tail_continues_where_the_sent_text_stopped() -> None:
     tail = detok.finish()
     assert "".join(sent) + tail.rstrip(REPLACEMENT) == " Hi there ok"
     assert detok.finish() == ""  # nothing is released twice
+
+
+def test_a_character_cut_by_the_length_limit_is_not_replaced_by_u_fffd(tokenizer) -> None:
+    """An answer that ends inside a character ends with the last complete one, not with U+FFFD."""
+    ids = tokenizer.encode("你好")
+    cut = next(k for k in range(1, len(ids)) if tokenizer.decode(ids[:k]).endswith(REPLACEMENT))
+    deltas = stream(tokenizer, tokenizer.encode("Say:"), ids[:cut])
+    assert "".join(deltas) == tokenizer.decode(ids[:cut]).rstrip(REPLACEMENT)
+    assert REPLACEMENT not in "".join(deltas)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from streamchat.engine.detokenizer import IncrementalDetokenizer
+from streamchat.engine.answer_text import AnswerText
 from streamchat.engine.scheduler import Scheduler
 from streamchat.engine.sequence import SeqStatus, Sequence
-from streamchat.engine.stops import StopMatcher
 from streamchat.engine.types import GenerationRequest
 
 
@@ -34,7 +33,7 @@ class NoDecoder:
 
 def seq(name: str, prompt_len: int, arrival: int) -> Sequence:
     request = GenerationRequest(list(range(prompt_len)), request_id=name)
-    return Sequence(request, IncrementalDetokenizer(NoDecoder(), []), StopMatcher(()), None, arrival=arrival)
+    return Sequence(request, AnswerText(NoDecoder(), [], ()), None, arrival=arrival)
 
 
 def run_prefill(sched: Scheduler, cache: RecordingCache) -> None:

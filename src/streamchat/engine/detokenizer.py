@@ -55,10 +55,12 @@ class IncrementalDetokenizer:
         """Release the text still held back (it ended in an incomplete character when last decoded).
 
         The tail is the window's difference, as in `add`, so it continues exactly where the sent
-        text stopped (a decode of the answer alone may differ, e.g. in a leading space).
+        text stopped (a decode of the answer alone may differ, e.g. in a leading space). Bytes of a
+        character the answer never finished (it was cut by a length limit) are not text: the
+        U+FFFD they decode to is left out rather than invented.
         """
         prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
         new_text = self._decode(self._ids[self._prefix_offset :])
         rest = new_text[len(prefix_text) :] if len(new_text) > len(prefix_text) else ""
         self._prefix_offset = self._read_offset = len(self._ids)  # a second call releases nothing
-        return rest
+        return rest.rstrip(_REPLACEMENT)

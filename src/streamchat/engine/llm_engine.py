@@ -19,12 +19,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from streamchat.engine.answer_text import AnswerText
 from streamchat.engine.contracts import PrefixStore, Runner, Tokenizer
-from streamchat.engine.detokenizer import IncrementalDetokenizer
 from streamchat.engine.sampler import RowState, Sampled, sample
 from streamchat.engine.scheduler import Scheduler
 from streamchat.engine.sequence import SeqStatus, Sequence
-from streamchat.engine.stops import StopMatcher
+from streamchat.engine.token_bytes import TokenBytes
 from streamchat.engine.types import Delta, FinishReason, GenerationRequest, TokenLogprob, Usage
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class LLMEngine:
         self._rng = torch.Generator().manual_seed(seed)
         self._arrivals = itertools.count()
         self._refused: list[tuple[str, Delta]] = []
+        self._token_bytes = TokenBytes(tokenizer)
         self.on_admit: Callable[[], None] | None = None  # told when sequences start running, before their prefill
 
     # -- requests in and out ------------------------------------------------------------------
@@ -75,8 +76,7 @@ class LLMEngine:
         p = request.params
         seq = Sequence(
             request=request,
-            detok=IncrementalDetokenizer(self.tokenizer, request.prompt_token_ids),
-            stops=StopMatcher(p.stop),
+            answer=AnswerText(self.tokenizer, request.prompt_token_ids, p.stop),
             generator=torch.Generator().manual_seed(p.seed) if p.seed is not None else None,
             arrival=next(self._arrivals),
         )
@@ -210,17 +210,14 @@ class LLMEngine:
         logprobs = self._logprobs(choice)
         is_eos = tok in self.eos_token_ids and not p.ignore_eos
         if is_eos or tok in p.stop_token_ids:
-            return self._end(seq, FinishReason.STOP, self._final_text(seq), logprobs, (tok,))
-        text = seq.stops.feed(seq.detok.add(tok))
-        if seq.stops.stopped:
+            return self._end(seq, FinishReason.STOP, *seq.answer.finish(logprobs), (tok,))
+        text, logprobs = seq.answer.add(tok, logprobs)
+        if seq.answer.stopped:
             return self._end(seq, FinishReason.STOP, text, logprobs, (tok,))
         if len(seq.output_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
-            return self._end(seq, FinishReason.LENGTH, text + self._final_text(seq), logprobs, (tok,))
+            tail, more = seq.answer.finish()
+            return self._end(seq, FinishReason.LENGTH, text + tail, logprobs + more, (tok,))
         return Delta(text=text, token_ids=(tok,), logprobs=logprobs)
-
-    def _final_text(self, seq: Sequence) -> str:
-        text = seq.stops.feed(seq.detok.finish())
-        return text if seq.stops.stopped else text + seq.stops.flush()
 
     def _end(self, seq: Sequence, reason: FinishReason, text: str, logprobs, token_ids) -> Delta:
         if self.runner.prefixes is not None:  # the next chat turn starts with these tokens
@@ -238,9 +235,6 @@ class LLMEngine:
     def _logprobs(self, choice: Sampled) -> tuple[TokenLogprob, ...]:
         if choice.logprob is None:
             return ()
-        top = tuple((self._piece(t), lp, list(self._piece(t).encode())) for t, lp in choice.top)
-        piece = self._piece(choice.token_id)
-        return (TokenLogprob(piece, choice.logprob, list(piece.encode()), top),)
-
-    def _piece(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+        name, data = self._token_bytes.name, self._token_bytes
+        top = tuple((name(t), lp, list(data(t))) for t, lp in choice.top)
+        return (TokenLogprob(name(choice.token_id), choice.logprob, list(data(choice.token_id)), top),)

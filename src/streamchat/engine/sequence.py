@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from streamchat.engine.detokenizer import IncrementalDetokenizer
-from streamchat.engine.stops import StopMatcher
+from streamchat.engine.answer_text import AnswerText
 from streamchat.engine.types import FinishReason, GenerationRequest
 
 
@@ -26,8 +25,7 @@ class SeqStatus(enum.Enum):
 @dataclass(eq=False)
 class Sequence:
     request: GenerationRequest
-    detok: IncrementalDetokenizer
-    stops: StopMatcher
+    answer: AnswerText
     generator: torch.Generator | None
     status: SeqStatus = SeqStatus.WAITING
     output_ids: list[int] = field(default_factory=list)
