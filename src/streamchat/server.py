@@ -78,7 +78,7 @@ class DrainingServer(uvicorn.Server):
             await asyncio.sleep(0.1)
         if self.state.busy:
             log.info("grace period over: closing the streams still open")
-        await self.state.streams.shutdown(final_error="the server is shutting down; reconnect to continue")
+        await self.state.streams.shutdown()
         self.should_exit = True
 
 

@@ -63,7 +63,7 @@ async def chat_completions(body: ChatCompletionRequest, ready: ReadyServer, owne
     prompt_ids = render(ready.model.tokenizer, messages)
     request = _generation_request(body, prompt_ids, ready, body.logprobs, body.top_logprobs if body.logprobs else 0)
     shape = ChatShape(f"chatcmpl-{uuid.uuid4().hex}", ready.model.name)
-    return await _respond(ready, body, submit(ready, request, owner), shape, http)
+    return await _respond(ready, body, submit(ready, request, owner), shape, http, owner)
 
 
 @router.post("/completions", response_model=None)
@@ -75,7 +75,7 @@ async def completions(body: CompletionRequest, ready: ReadyServer, owner: Owner,
     prompt_ids = _completion_prompt(body.prompt, ready)
     request = _generation_request(body, prompt_ids, ready, body.logprobs is not None, body.logprobs or 0)
     shape = CompletionShape(f"cmpl-{uuid.uuid4().hex}", ready.model.name)
-    return await _respond(ready, body, submit(ready, request, owner), shape, http)
+    return await _respond(ready, body, submit(ready, request, owner), shape, http, owner)
 
 
 def _completion_prompt(prompt: str | list, ready: Ready) -> list[int]:
@@ -124,14 +124,14 @@ def _generation_request(
 
 
 async def _respond(
-    ready: Ready, body: SamplingFields, deltas: AsyncIterator[Delta], shape: Shape, http: Request
+    ready: Ready, body: SamplingFields, deltas: AsyncIterator[Delta], shape: Shape, http: Request, owner: str | None
 ) -> Response:
     if not body.stream:
         try:
             return JSONResponse(await unless_disconnected(http, _collect(deltas, shape)))
         except ClientDisconnectedError:
             return disconnected_response()
-    return await stream_response(ready, _events(deltas, shape, body.include_usage), body.resumable)
+    return await stream_response(ready, _events(deltas, shape, body.include_usage), body.resumable, owner)
 
 
 async def _collect(deltas: AsyncIterator[Delta], shape: Shape) -> dict:

@@ -108,7 +108,7 @@ async def _seed_events(deltas: AsyncIterator[Delta]) -> AsyncIterator[StreamEven
 async def _stream(body: GLMRequest, ready: Ready, owner: str | None) -> Response:
     admit(ready, owner)  # before any tokenizer work
     deltas = submit(ready, _build(body, ready), owner)
-    return await stream_response(ready, _seed_events(deltas), body.resumable)
+    return await stream_response(ready, _seed_events(deltas), body.resumable, owner)
 
 
 @router.post("/stream", response_model=None)
@@ -131,7 +131,7 @@ async def stream_get(
     """The browser's `EventSource` reconnects to this same URL with `Last-Event-ID`: resume, don't restart."""
     if last_event_id:
         stream_id, after = resume_point(last_event_id)
-        return await resume_response(state, stream_id, after, gone_status=204)
+        return await resume_response(state, stream_id, after, owner, gone_status=204)
     try:
         rounds = json.loads(history) if history else []
         body = GLMRequest(

@@ -6,7 +6,7 @@ Every model route passes here, in this order:
 2. `submit(ready, request)`: queue the request in the engine (at once, so the next admission
    counts it) and compose what watches its deltas: the metrics' timings and, with
    `--log-prompts`, the answer log;
-3. for a stream, `stream_response(ready, events, resumable)`: a producer task writes the
+3. for a stream, `stream_response(ready, events, resumable, owner)`: a producer task writes the
    protocol's events into the stream log and the response reads them back (`streams/manager.py`).
 """
 
@@ -36,10 +36,12 @@ def submit(ready: Ready, request: GenerationRequest, owner: str | None) -> Async
     return deltas
 
 
-async def stream_response(ready: Ready, events: AsyncIterator[StreamEvent], resumable: bool) -> Response:
-    """Start producing `events` into a new stream and answer with it, from its first event."""
+async def stream_response(
+    ready: Ready, events: AsyncIterator[StreamEvent], resumable: bool, owner: str | None
+) -> Response:
+    """Start producing `events` into a new stream of `owner`'s and answer with it, from its first event."""
     streams = ready.state.streams
-    stream_id = await streams.start(events, resumable)
+    stream_id = await streams.start(events, resumable, owner)
     return sse_response(
         streams.read(stream_id), ping_interval=ready.state.settings.ping_interval, headers={"X-Stream-Id": stream_id}
     )

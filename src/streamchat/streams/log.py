@@ -37,7 +37,11 @@ class UnknownStreamError(KeyError):
 
 
 class StreamLog(Protocol):
-    async def create(self, stream_id: str) -> None: ...
+    async def create(self, stream_id: str, owner: str | None = None) -> None:
+        """A new, empty stream belonging to `owner` (an API key's digest; None on an open server)."""
+        ...
+
+    async def owner(self, stream_id: str) -> str | None: ...
 
     async def append(self, stream_id: str, event: StreamEvent) -> int: ...
 
@@ -54,6 +58,7 @@ class StreamLog(Protocol):
 
 @dataclass
 class _Record:
+    owner: str | None = None
     events: list[NumberedEvent] = field(default_factory=list)
     closed_at: float | None = None
     size: int = 0
@@ -67,9 +72,14 @@ class MemoryStreamLog:
         self._streams: OrderedDict[str, _Record] = OrderedDict()
         self._size = 0
 
-    async def create(self, stream_id: str) -> None:
+    async def create(self, stream_id: str, owner: str | None = None) -> None:
         self._expire()
-        self._streams[stream_id] = _Record()
+        if stream_id in self._streams:  # a new stream of the same id replaces the old one, size included
+            self._drop(stream_id)
+        self._streams[stream_id] = _Record(owner)
+
+    async def owner(self, stream_id: str) -> str | None:
+        return self._get(stream_id).owner
 
     async def append(self, stream_id: str, event: StreamEvent) -> int:
         rec = self._get(stream_id)

@@ -6,10 +6,18 @@ the log from a position. What a disconnect means:
 
 - a resumable stream whose last reader leaves keeps generating for `grace` seconds; if nobody
   resumes it in time it is aborted (`abandoned`);
-- a stream that opted out of resumption is aborted as soon as its reader leaves;
-- `cancel()` (DELETE /v1/streams/{id}) aborts at once.
+- a stream that opted out of resumption is aborted as soon as its reader leaves (`abandoned`);
+- `cancel()` (DELETE /v1/streams/{id}) aborts at once (`cancelled`);
+- `shutdown()` ends what is still live when the server stops (`server_shutdown`).
 
-Event ids are `<stream id>:<sequence number>`, so `Last-Event-ID` says where to resume.
+A stream cut short says so: its log ends with an `event: error` naming the code above (or
+`stream_failed` when the producer itself broke), then `[DONE]`, so a reader live or replaying
+later can tell a cut answer from a whole one. An answer that ends normally carries its own end
+(the protocol's finish reason, then `[DONE]`).
+
+Event ids are `<stream id>:<sequence number>`, so `Last-Event-ID` says where to resume. Stream
+ids carry 128 random bits: they cannot be guessed. Each stream belongs to the caller that
+started it (`owner`, an API key's digest); the routes answer 404 to anyone else.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import uuid
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -35,20 +43,34 @@ class BadEventIdError(ValueError):
 def parse_event_id(value: str, stream_id: str | None = None) -> tuple[str, int]:
     """`<stream id>:<n>` → (stream id, n); checks it belongs to `stream_id` when given."""
     sid, sep, num = value.strip().rpartition(":")
-    if not sep or not sid or not num.isdigit():
+    if not sep or not sid or not (num.isascii() and num.isdigit()):
         raise BadEventIdError(f"'{value}' is not an event id of the form <stream id>:<number>")
     if stream_id is not None and sid != stream_id:
         raise BadEventIdError(f"event id '{value}' belongs to another stream than '{stream_id}'")
     return sid, int(num)
 
 
+@dataclass(frozen=True)
+class Ending:
+    """Why a stream was cut short, as its last error event says."""
+
+    code: str
+    message: str
+
+
+CANCELLED = Ending("cancelled", "the stream was cancelled")
+ABANDONED = Ending("abandoned", "no reader came back in time; the answer was stopped")
+SHUTDOWN = Ending("server_shutdown", "the server is shutting down; send the request again")
+
+
 @dataclass
 class _Live:
     producer: asyncio.Task
+    events: AsyncIterator[StreamEvent]
     resumable: bool
     readers: int = 0
     reaper: asyncio.Task | None = None
-    final_error: str | None = None
+    ending: Ending | None = None
 
 
 @dataclass
@@ -67,17 +89,18 @@ class StreamManager:
     counters: StreamCounters = field(default_factory=StreamCounters)
     _live: dict[str, _Live] = field(default_factory=dict)
 
-    async def start(self, events: AsyncIterator[StreamEvent], resumable: bool = True) -> str:
-        """Start producing `events` into a new stream; return its id."""
-        stream_id = uuid.uuid4().hex[:20]
-        await self.log.create(stream_id)
+    async def start(self, events: AsyncIterator[StreamEvent], resumable: bool = True, owner: str | None = None) -> str:
+        """Start producing `events` into a new stream owned by `owner`; return its id."""
+        stream_id = secrets.token_hex(16)
+        await self.log.create(stream_id, owner)
         task = asyncio.create_task(self._produce(stream_id, events), name=f"stream-{stream_id}")
-        self._live[stream_id] = _Live(task, resumable)
+        self._live[stream_id] = _Live(task, events, resumable)
         self.counters.started += 1
         return stream_id
 
-    async def exists(self, stream_id: str) -> bool:
-        return await self.log.exists(stream_id)
+    async def exists(self, stream_id: str, owner: str | None = None) -> bool:
+        """Whether `stream_id` is known and belongs to `owner` (a stream of another caller is not there)."""
+        return await self.log.exists(stream_id) and await self.log.owner(stream_id) == owner
 
     async def finished(self, stream_id: str) -> bool:
         return await self.log.is_closed(stream_id)
@@ -113,21 +136,21 @@ class StreamManager:
         if live is None:
             return False
         self.counters.cancelled += 1
-        await self._stop(live)
+        await self._stop(stream_id, live, CANCELLED)
         return True
 
     @property
     def live_count(self) -> int:
         return len(self._live)
 
-    async def shutdown(self, final_error: str | None = None) -> None:
-        """End every live stream; readers get `final_error` as an error event, then `[DONE]`."""
-        for live in list(self._live.values()):
-            live.final_error = final_error
-            await self._stop(live)
+    async def shutdown(self) -> None:
+        """End every live stream; its readers get a `server_shutdown` error event, then `[DONE]`."""
+        for stream_id, live in list(self._live.items()):
+            await self._stop(stream_id, live, SHUTDOWN)
 
     def _reader_left(self, stream_id: str, live: _Live) -> None:
         if not live.resumable:
+            live.ending = live.ending or ABANDONED
             live.producer.cancel()
         else:
             live.reaper = asyncio.create_task(self._reap(stream_id, live))
@@ -137,40 +160,53 @@ class StreamManager:
         if live.readers == 0 and stream_id in self._live:
             log.info("stream %s abandoned after %.0f s without a reader", stream_id, self.grace)
             self.counters.abandoned += 1
+            live.ending = live.ending or ABANDONED
             live.producer.cancel()
 
-    async def _stop(self, live: _Live) -> None:
+    async def _stop(self, stream_id: str, live: _Live, ending: Ending) -> None:
+        live.ending = live.ending or ending
         live.producer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await live.producer
+        if stream_id in self._live:  # cancelled before its first step: `_produce` never ran
+            await self._end(stream_id)
 
     async def _produce(self, stream_id: str, events: AsyncIterator[StreamEvent]) -> None:
+        failure: Ending | None = None
         try:
             async for event in events:
                 await self.log.append(stream_id, event)
         except asyncio.CancelledError:
-            live = self._live.get(stream_id)
-            if live is not None and live.final_error:
-                await self.log.append(stream_id, _error_event(live.final_error, "server_shutdown"))
-            await self.log.append(stream_id, DONE_EVENT)  # readers still attached end cleanly
             raise
         except Exception as exc:  # a producer bug must end the stream, not leave readers hanging
             log.exception("stream %s failed", stream_id)
-            await self.log.append(stream_id, _error_event(str(exc)))
-            await self.log.append(stream_id, DONE_EVENT)
+            failure = Ending("stream_failed", str(exc))
         finally:
-            with contextlib.suppress(Exception):
-                await events.aclose()  # type: ignore[attr-defined]
-            with contextlib.suppress(UnknownStreamError):
-                await self.log.close(stream_id)
-            live = self._live.pop(stream_id, None)
-            if live is not None and live.reaper is not None:
-                live.reaper.cancel()
+            await self._end(stream_id, failure)
+
+    async def _end(self, stream_id: str, failure: Ending | None = None) -> None:
+        """Close the stream's log, saying how it ended unless it ended by itself."""
+        live = self._live.pop(stream_id, None)
+        if live is None:
+            return
+        if live.reaper is not None:
+            live.reaper.cancel()
+        ending = failure or live.ending
+        with contextlib.suppress(UnknownStreamError):
+            if ending is not None or live.producer.cancelled() or live.producer.cancelling():
+                if ending is not None:
+                    await self.log.append(stream_id, error_event(ending.message, ending.code))
+                await self.log.append(stream_id, DONE_EVENT)  # readers still attached end cleanly
+            await self.log.close(stream_id)
+        with contextlib.suppress(Exception):
+            await live.events.aclose()  # type: ignore[attr-defined]
 
 
 DONE_EVENT = StreamEvent(None, framing.DONE)
 
 
-def _error_event(message: str, code: str | None = None) -> StreamEvent:
-    body = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+def error_event(message: str, code: str) -> StreamEvent:
+    """The OpenAI error object as an SSE `error` event: what every protocol sends when cut short."""
+    kind = "stream_cancelled" if code in (CANCELLED.code, ABANDONED.code) else "server_error"
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return StreamEvent("error", json.dumps(body, ensure_ascii=False))
