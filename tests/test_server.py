@@ -51,6 +51,8 @@ def test_sigterm_drains_then_closes_open_streams_with_a_reconnect_error_and_exit
         refused = httpx.post(f"{url}/v1/chat/completions", json={**LONG, "stream": False}, timeout=10)
         assert refused.status_code == 503 and "Retry-After" in refused.headers
         assert refused.json()["error"]["code"] == "server_shutdown"
+        health = httpx.get(f"{url}/health", timeout=10)  # regression: it answered 200 "ok" while draining
+        assert health.status_code == 503 and health.json() == {"status": "draining"} and "Retry-After" in health.headers
         assert proc.wait(timeout=60) == 0
         short.join(10)
         long.join(10)

@@ -18,6 +18,8 @@ router = APIRouter()
 
 @router.get("/health", dependencies=[Depends(health_access)])
 async def health(state: State) -> JSONResponse:
+    if state.draining:  # a load balancer stops sending traffic here while streams in flight finish
+        return JSONResponse({"status": "draining"}, status_code=503, headers={"Retry-After": "5"})
     if state.load_error:
         return JSONResponse({"status": "error", "error": state.load_error}, status_code=503)
     if state.engine is None or state.model is None:
