@@ -24,6 +24,7 @@ import uvicorn
 from streamchat.api.app import create_app
 from streamchat.api.state import ServerState
 from streamchat.config import Settings
+from streamchat.http_protocol import ShapedErrorsProtocol
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level,
         access_log=False,  # streamchat.access writes one line per request, with its id and timings
         timeout_graceful_shutdown=5,
+        http=ShapedErrorsProtocol,  # unparseable requests get our error shape, over-long URLs a 414
     )
     server = DrainingServer(config, state, settings.shutdown_grace)
     server.run()

@@ -14,8 +14,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from streamchat.api import errors, health, openai, resume, seed
-from streamchat.api.body_limit import BodyLimitMiddleware
+from streamchat.api.json_body import JSONBodyMiddleware
 from streamchat.api.request_log import RequestLogMiddleware
+from streamchat.api.size_limits import SizeLimitMiddleware
 from streamchat.api.state import ModelInfo, ServerState
 from streamchat.api.wire import WireMetricsMiddleware
 from streamchat.config import Settings
@@ -47,7 +48,8 @@ def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
 
     app = FastAPI(title="streamchat", version="0.1.0", lifespan=lifespan)
     app.state.streamchat = state
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # inside CORS: 413s get its headers
+    app.add_middleware(JSONBodyMiddleware)
+    app.add_middleware(SizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)  # inside CORS: 413s get its headers
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from streamchat.api.text_repair import repaired
 from streamchat.engine.types import SamplingParams
 
 
@@ -43,6 +44,11 @@ class SamplingFields(BaseModel):
     min_tokens: int = Field(0, ge=0)
     user: str | None = None
     resumable: bool = Field(True, description="keep generating for a while after a disconnect, for resumption")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _repair_text(cls, data: Any) -> Any:
+        return repaired(data)
 
     @field_validator("stop")
     @classmethod
