@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     public_metrics: bool = Field(True, description="serve /metrics without a key")
     rate_limit_rpm: int | None = Field(None, ge=1, description="requests per minute allowed per key")
     max_concurrent_per_key: int | None = Field(None, ge=1, description="requests in flight allowed per key")
+    auth_failures_per_minute: int = Field(
+        20, ge=1, description="wrong API keys one client address may send per minute before it gets 429"
+    )
     max_body_bytes: int = Field(2**20, ge=1024, description="largest request body accepted (413 beyond)")
     max_prompt_tokens: int | None = Field(None, ge=1, description="longest prompt accepted, in tokens")
     max_tokens_limit: int | None = Field(None, ge=1, description="largest max_tokens a request may ask for")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from streamchat.api.admission import Admission
+from streamchat.api.admission import Admission, FailedAuthThrottle
 from streamchat.api.errors import APIError
 
 
@@ -63,3 +63,15 @@ def test_in_flight_per_key_then_server_capacity() -> None:
     with pytest.raises(APIError) as full:
         admission.admit_work(engine, "c")  # type: ignore[arg-type]
     assert full.value.status == 429 and full.value.code == "queue_full" and full.value.headers["Retry-After"] == "1"
+
+
+def test_failed_authentication_is_throttled_per_address() -> None:
+    throttle = FailedAuthThrottle(burst=3)
+    for t in (0.0, 1.0, 2.0):
+        throttle.check("10.0.0.1", now=t)
+        throttle.failed("10.0.0.1", now=t)
+    with pytest.raises(APIError) as refused:
+        throttle.check("10.0.0.1", now=3.0)
+    assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "57"
+    throttle.check("10.0.0.2", now=3.0)  # another address is not held back
+    throttle.check("10.0.0.1", now=60.5)  # the first failure has left the window

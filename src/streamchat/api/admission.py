@@ -9,6 +9,10 @@ Every refusal is a 429 with `Retry-After`, sent before any tokenizer or engine w
   request the moment it finishes, so a client that vanishes cannot leak a slot (`admit_work`).
 
 Requests without a key (an open server) share one bucket.
+
+Wrong keys are throttled per client address (`FailedAuthThrottle`): after a burst of 401s within
+a minute the address gets 429 until the oldest failure leaves the window, so keys cannot be
+guessed at line rate.
 """
 
 from __future__ import annotations
@@ -75,6 +79,39 @@ class Admission:
             _drop_older(self._recent[owner], now)
             if not self._recent[owner]:
                 del self._recent[owner]
+
+
+class FailedAuthThrottle:
+    def __init__(self, burst: int) -> None:
+        self.burst = burst
+        self._failures: dict[str, deque[float]] = {}
+        self._last_sweep = 0.0
+
+    def check(self, address: str, now: float | None = None) -> None:
+        """429 while `address` has failed `burst` times within the last minute."""
+        now = time.monotonic() if now is None else now
+        recent = self._failures.get(address)
+        if recent is None:
+            return
+        _drop_older(recent, now)
+        if len(recent) >= self.burst:
+            retry = max(1, math.ceil(_WINDOW_S - (now - recent[0])))
+            raise APIError(
+                429,
+                f"too many failed authentications from this address; retry in {retry} s",
+                code="too_many_auth_failures",
+                headers={"Retry-After": str(retry)},
+            )
+
+    def failed(self, address: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if now - self._last_sweep >= _WINDOW_S:  # forget addresses that went quiet
+            self._last_sweep = now
+            for addr in list(self._failures):
+                _drop_older(self._failures[addr], now)
+                if not self._failures[addr]:
+                    del self._failures[addr]
+        self._failures.setdefault(address, deque()).append(now)
 
 
 def _drop_older(recent: deque[float], now: float) -> None:

@@ -45,6 +45,8 @@ def authenticate(request: Request, state: ServerState) -> str | None:
     """The caller's key (None when the server has no keys); 401 when a key is needed and wrong."""
     if not state.api_keys:
         return None
+    address = request.client.host if request.client else ""
+    state.auth_throttle.check(address)
     key = presented_key(request)
     if key is None:
         raise APIError(
@@ -54,6 +56,7 @@ def authenticate(request: Request, state: ServerState) -> str | None:
             headers={"WWW-Authenticate": "Bearer"},
         )
     if not matches(key, state.api_keys):
+        state.auth_throttle.failed(address)
         raise APIError(
             401, "Incorrect API key provided.", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}
         )
