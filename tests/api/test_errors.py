@@ -1,13 +1,18 @@
-"""Every bad input gets its 4xx in OpenAI's error shape, on every route: never a 500, never a hang."""
+"""Every bad input gets its 4xx in OpenAI's error shape, on every route: never a 500, never a hang.
+
+In process (`tests/api/inprocess.py`): the answer to bad input is decided before the model runs, so
+the fake runner stands in for it; the real tokenizer still counts every prompt's tokens.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 
-import httpx
 import pytest
 
+from streamchat.config import Settings
+from tests.api.inprocess import ANSWER_WORD, InProcess, StartInProcess
 from tests.support import assert_error
 
 CHAT = "/v1/chat/completions"
@@ -94,8 +99,11 @@ def case_id(case: tuple) -> str:
 
 
 @pytest.mark.parametrize(("method", "path", "kwargs", "status", "param"), CASES, ids=[case_id(c) for c in CASES])
-def test_bad_input(http: httpx.Client, method: str, path: str, kwargs: dict, status: int, param: str | None) -> None:
-    assert_error(http.request(method, path, **kwargs), status, param)
+async def test_bad_input(
+    inprocess: InProcess, method: str, path: str, kwargs: dict, status: int, param: str | None
+) -> None:
+    assert_error(await inprocess.client.request(method, path, **kwargs), status, param)
+    assert inprocess.runner.prompts == [], "a refused request reached the engine"
 
 
 @pytest.mark.parametrize(
@@ -109,24 +117,56 @@ def test_bad_input(http: httpx.Client, method: str, path: str, kwargs: dict, sta
     ],
     ids=["chat", "completions", "stream-post", "stream-get", "chatglm"],
 )
-def test_prompt_past_the_context_names_token_counts(
-    http: httpx.Client, method: str, path: str, kwargs: dict, tokenizer
+async def test_prompt_past_the_context_names_token_counts(
+    inprocess: InProcess, method: str, path: str, kwargs: dict
 ) -> None:
-    error = assert_error(http.request(method, path, **kwargs), 400)
+    error = assert_error(await inprocess.client.request(method, path, **kwargs), 400)
     assert error["code"] == "context_length_exceeded", error
     numbers = [int(n) for n in re.findall(r"\d+", error["message"])]
     assert any(n >= len(TOO_LONG) for n in numbers), error["message"]  # the prompt's size in tokens
     assert "token" in error["message"]
 
 
-def test_completion_past_the_context_names_token_counts(http: httpx.Client) -> None:
-    context = http.get("/v1/models").json()["data"][0]["max_model_len"]
+async def test_completion_past_the_context_names_token_counts(inprocess: InProcess) -> None:
+    context = (await inprocess.client.get("/v1/models")).json()["data"][0]["max_model_len"]
     prompt_tokens = context - 500  # the prompt fits, the answer asked for does not
-    r = http.post(COMPLETIONS, json={"prompt": "1" * prompt_tokens, "max_tokens": 1000})
+    r = await inprocess.client.post(COMPLETIONS, json={"prompt": "1" * prompt_tokens, "max_tokens": 1000})
     error = assert_error(r, 400, param="max_tokens")
     assert {str(context), str(prompt_tokens), "1000"} <= set(re.findall(r"\d+", error["message"]))
 
 
-def test_server_still_serves_after_bad_input(http: httpx.Client) -> None:
-    r = http.post(COMPLETIONS, json={"prompt": "Hello", "max_tokens": 2, "temperature": 0})
+async def test_server_still_serves_after_bad_input(inprocess: InProcess) -> None:
+    """Every bad input of this module first, on the same app, then a good request."""
+    for method, path, kwargs, status, _ in CASES:
+        assert (await inprocess.client.request(method, path, **kwargs)).status_code == status
+    r = await inprocess.client.post(COMPLETIONS, json={"prompt": "Hello", "max_tokens": 2, "temperature": 0})
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+    assert r.json()["choices"][0]["text"] == ANSWER_WORD * 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "prompt", "code"),
+    [
+        (Settings(max_prompt_tokens=10), "word " * 50, "prompt_too_long"),
+        (Settings(), TOO_LONG, "context_length_exceeded"),
+    ],
+    ids=["over-max-prompt-tokens", "past-the-context"],
+)
+async def test_a_completion_prompt_too_long_is_named_prompt(
+    start_inprocess: StartInProcess, settings: Settings, prompt: str, code: str
+) -> None:
+    """Regression: errors named 'messages', a field completion requests do not have."""
+    async with start_inprocess(settings) as server:
+        r = await server.client.post(COMPLETIONS, json={"prompt": prompt, "max_tokens": 2})
+    assert assert_error(r, 400)["code"] == code
+    assert_error(r, 400, param="prompt")
+
+
+async def test_max_completion_tokens_over_the_limit_is_named_max_completion_tokens(
+    start_inprocess: StartInProcess,
+) -> None:
+    """Regression: the error named 'max_tokens', which the client never sent."""
+    async with start_inprocess(Settings(max_tokens_limit=8)) as server:
+        r = await server.client.post(CHAT, json={"messages": HI, "max_completion_tokens": 9})
+    assert assert_error(r, 400)["code"] == "max_tokens_too_large"
+    assert_error(r, 400, param="max_completion_tokens")

@@ -61,7 +61,9 @@ async def chat_completions(body: ChatCompletionRequest, ready: ReadyServer, owne
     except ValueError as exc:
         raise APIError(400, str(exc), param="messages") from exc
     prompt_ids = render(ready.model.tokenizer, messages)
-    request = _generation_request(body, prompt_ids, ready, body.logprobs, body.top_logprobs if body.logprobs else 0)
+    request = _generation_request(
+        body, prompt_ids, ready, body.logprobs, body.top_logprobs if body.logprobs else 0, "messages"
+    )
     shape = ChatShape(f"chatcmpl-{uuid.uuid4().hex}", ready.model.name)
     return await _respond(ready, body, submit(ready, request, owner), shape, http, owner)
 
@@ -73,7 +75,7 @@ async def completions(body: CompletionRequest, ready: ReadyServer, owner: Owner,
     if body.echo or body.suffix:
         raise APIError(400, "'echo' and 'suffix' are not supported", param="echo" if body.echo else "suffix")
     prompt_ids = _completion_prompt(body.prompt, ready)
-    request = _generation_request(body, prompt_ids, ready, body.logprobs is not None, body.logprobs or 0)
+    request = _generation_request(body, prompt_ids, ready, body.logprobs is not None, body.logprobs or 0, "prompt")
     shape = CompletionShape(f"cmpl-{uuid.uuid4().hex}", ready.model.name)
     return await _respond(ready, body, submit(ready, request, owner), shape, http, owner)
 
@@ -99,13 +101,15 @@ def _completion_prompt(prompt: str | list, ready: Ready) -> list[int]:
 
 
 def _generation_request(
-    body: SamplingFields, prompt_ids: list[int], ready: Ready, logprobs: bool, top_logprobs: int
+    body: SamplingFields, prompt_ids: list[int], ready: Ready, logprobs: bool, top_logprobs: int, prompt_param: str
 ) -> GenerationRequest:
+    """`prompt_param` names the field that holds the prompt ('messages' or 'prompt') in errors."""
     info, settings = ready.model, ready.state.settings
     room = info.max_model_len - len(prompt_ids)
     asked = body.requested_max_tokens
-    check_prompt_tokens(settings.max_prompt_tokens, len(prompt_ids), "messages")
-    check_max_tokens(settings.max_tokens_limit, asked)
+    length_param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+    check_prompt_tokens(settings.max_prompt_tokens, len(prompt_ids), prompt_param)
+    check_max_tokens(settings.max_tokens_limit, asked, length_param)
     vocab = len(info.tokenizer)
     if any(t < 0 or t >= vocab for t in body.stop_token_ids or ()):  # out of range they would fail the whole batch
         raise APIError(400, f"'stop_token_ids' must be token ids (0..{vocab - 1})", param="stop_token_ids")
@@ -116,7 +120,7 @@ def _generation_request(
             f"This model's maximum context length is {info.max_model_len} tokens. However, you requested "
             f"{len(prompt_ids) + want} tokens ({len(prompt_ids)} in the messages, {want} in the completion). "
             "Please reduce the length of the messages or completion.",
-            param="messages" if room < 1 else "max_tokens",
+            param=prompt_param if room < 1 else length_param,
             code="context_length_exceeded",
         )
     max_tokens = asked if asked is not None else min(room, settings.max_tokens_limit or room)
