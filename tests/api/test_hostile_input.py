@@ -113,3 +113,10 @@ def test_a_body_without_a_json_content_type_is_read_as_json(base_url: str) -> No
     not_json = b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
     error = assert_shaped(*raw_exchange(base_url, not_json), 400)
     assert error["message"].startswith("request body is not valid JSON") and "b'" not in error["message"]
+
+
+@pytest.mark.parametrize("depth", [100, 900, 5000])
+def test_deep_nesting_is_a_400(http: httpx.Client, depth: int) -> None:
+    """Regression: a body nested a few hundred levels deep exhausted the recursion limit (500)."""
+    body = b'{"messages":' + b"[" * depth + b"]" * depth + b"}"
+    assert_error(http.post(CHAT, content=body, headers={"content-type": "application/json"}), 400)

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 from typing import Any
 
+MAX_DEPTH = 64  # no request of ours nests deeper; far deeper would exhaust the recursion limit
 
-def repaired(value: Any) -> Any:
-    """`value` (a parsed JSON value) with every string's lone surrogates replaced by U+FFFD."""
+
+def repaired(value: Any, depth: int = 0) -> Any:
+    """`value` (a parsed JSON value) with every string's lone surrogates replaced by U+FFFD.
+
+    Raises ValueError (a 400 through validation) for JSON nested deeper than `MAX_DEPTH`.
+    """
     if isinstance(value, str):
         return usv(value)
+    if isinstance(value, list | dict) and depth >= MAX_DEPTH:
+        raise ValueError(f"the request nests lists or objects deeper than {MAX_DEPTH} levels")
     if isinstance(value, list):
-        return [repaired(v) for v in value]
+        return [repaired(v, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {repaired(k): repaired(v) for k, v in value.items()}
+        return {usv(k) if isinstance(k, str) else k: repaired(v, depth + 1) for k, v in value.items()}
     return value
 
 
