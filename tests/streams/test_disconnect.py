@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import running_server
-from tests.support import LONG_ANSWER, wait_for
+from tests.support import LONG_ANSWER, parse_sse, wait_for
 
 GRACE_S = 3.0
 LONG = {
@@ -45,7 +46,7 @@ def start_and_drop(client: httpx.Client, url: str, body: dict) -> str:
 def test_an_abandoned_stream_runs_through_the_grace_period_then_is_aborted(short_grace_url: str) -> None:
     before = health(short_grace_url)
     with httpx.Client(timeout=30) as client:
-        start_and_drop(client, short_grace_url, LONG)
+        stream_id = start_and_drop(client, short_grace_url, LONG)
     dropped_at = time.monotonic()
     assert health(short_grace_url)["running"] == 1, "it must keep generating while it may be resumed"
     assert wait_for(lambda: health(short_grace_url)["running"] == 0, timeout=GRACE_S + 20)
@@ -54,6 +55,11 @@ def test_an_abandoned_stream_runs_through_the_grace_period_then_is_aborted(short
     assert waited >= GRACE_S - 0.5
     assert after["aborted"] == before["aborted"] + 1
     assert after["streams"]["abandoned"] == before["streams"]["abandoned"] + 1
+    with httpx.Client(timeout=30) as client:  # regression: the replay ended in [DONE] as if the answer were whole
+        replay = parse_sse(client.get(f"{short_grace_url}/v1/streams/{stream_id}").text).events
+    assert replay[-1].data == "[DONE]"
+    assert replay[-2].event == "error" and json.loads(replay[-2].data)["error"]["code"] == "abandoned"
+    assert not any('"finish_reason":"' in e.data for e in replay)
 
 
 def test_a_resume_within_the_grace_period_keeps_the_stream(short_grace_url: str) -> None:
@@ -79,8 +85,10 @@ def test_cancel_stops_generation_at_once(short_grace_url: str) -> None:
         after = health(short_grace_url)
         assert after["streams"]["cancelled"] == before["streams"]["cancelled"] + 1
         assert after["aborted"] == before["aborted"] + 1
-        replay = client.get(f"{short_grace_url}/v1/streams/{stream_id}")
-        assert replay.text.rstrip().endswith("data: [DONE]"), "a cancelled stream still ends with [DONE]"
+        replay = parse_sse(client.get(f"{short_grace_url}/v1/streams/{stream_id}").text).events
+        assert replay[-1].data == "[DONE]", "a cancelled stream still ends with [DONE]"
+        # regression: readers got text then [DONE], as if the answer were whole
+        assert replay[-2].event == "error" and json.loads(replay[-2].data)["error"]["code"] == "cancelled"
 
 
 def test_a_stream_that_opted_out_is_aborted_when_its_reader_leaves(short_grace_url: str) -> None:
