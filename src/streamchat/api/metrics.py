@@ -119,6 +119,8 @@ _ENGINE_COUNTERS = (
     ("streamchat_requests_finished", "finished", "Requests that ended by stop or length"),
     ("streamchat_requests_aborted", "aborted", "Requests aborted in the engine (client left, cancel, shutdown)"),
     ("streamchat_preemptions", "preempted", "Sequences preempted for cache room"),
+    ("streamchat_prefill_tokens", "prefilled_tokens", "Tokens fed to prefill forwards (reused prefixes excluded)"),
+    ("streamchat_engine_steps", "steps", "Engine steps run"),
 )
 _STREAM_COUNTERS = (
     ("streamchat_streams_started", "started", "Event streams started"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -33,6 +34,7 @@ from streamchat.engine.types import Delta, GenerationRequest, SamplingParams
 from streamchat.sse.framing import DONE, to_json
 from streamchat.streams.log import StreamEvent
 
+log = logging.getLogger(__name__)
 router = APIRouter(dependencies=[Depends(require_key)])
 
 Round = Annotated[list[str], Field(min_length=2, max_length=2)]
@@ -90,6 +92,8 @@ def _build(body: GLMRequest, ready: Ready) -> GenerationRequest:
             fitted = fit_history(info.tokenizer, [], body.prompt, context=window, reserved=1)
         except PromptTooLongError as exc:
             raise APIError(400, str(exc), param="prompt", code="context_length_exceeded") from exc
+    if fitted.rounds_kept < len(body.history):
+        log.info("history: kept the last %d of %d rounds to fit the context", fitted.rounds_kept, len(body.history))
     check_prompt_tokens(settings.max_prompt_tokens, len(fitted.token_ids), "prompt")
     room = window - len(fitted.token_ids)
     max_tokens = room if body.max_length else min(settings.default_max_tokens, room)

@@ -118,10 +118,6 @@ class LLMEngine:
         return replace(self.stats)
 
     @property
-    def num_waiting(self) -> int:
-        return len(self.scheduler.waiting)
-
-    @property
     def has_work(self) -> bool:
         return bool(self._refused) or self.scheduler.has_work
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-pytest.importorskip("llama_cpp", reason="the llamacpp engine needs llama-cpp-python (pip install llama-cpp-python)")
+llama = pytest.importorskip("llama_cpp", reason="the llamacpp engine needs llama-cpp-python")
 
 from streamchat.chat.prompt import render  # noqa: E402
 from streamchat.config import Settings, default_cache_dir  # noqa: E402
@@ -30,6 +30,20 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 @pytest.fixture(scope="module")
 def gguf() -> LoadedGGUF:
     return load_gguf(None, default_cache_dir(), None)
+
+
+def stored(runner: LlamaCppRunner, seq_id: int) -> int:
+    """Positions llama.cpp itself holds for `seq_id`, to check the cache's own count against."""
+    return llama.llama_memory_seq_pos_max(llama.llama_get_memory(runner.ctx), seq_id) + 1
+
+
+def llama_tokenize(gguf: LoadedGGUF, text: str, special: bool = True) -> list[int]:
+    """llama.cpp's own tokenizer, to check the transformers tokenizer the server uses against."""
+    data = text.encode()
+    buf = (llama.llama_token * (len(data) + 8))()
+    n = llama.llama_tokenize(gguf.model.vocab, data, len(data), buf, len(buf), False, special)
+    assert n >= 0
+    return list(buf[:n])
 
 
 def make_engine(
@@ -66,7 +80,7 @@ def test_tokenizer_matches_llama_cpp(gguf: LoadedGGUF) -> None:
     messages = [{"role": "user", "content": "Repeat: 你好，世界 🎉 café"}]
     ids = render(gguf.tokenizer, messages)
     template_text = gguf.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    assert ids == gguf.model.tokenize(template_text)
+    assert ids == llama_tokenize(gguf, template_text)
 
 
 def test_auto_picks_llamacpp_for_gguf_and_refuses_other_models() -> None:
@@ -112,7 +126,7 @@ def test_row_moves_keep_each_rows_cells_and_lengths(gguf: LoadedGGUF) -> None:
         else:
             cache.release()
             held = [[] for _ in range(cache.n_rows)]
-        assert cache.lens == [len(h) for h in held] == [cache.stored(row) for row in range(cache.n_rows)], op
+        assert cache.lens == [len(h) for h in held] == [stored(runner, row) for row in range(cache.n_rows)], op
         if step % 20 == 19:
             check_rows()
     check_rows()
@@ -174,14 +188,14 @@ def test_a_lone_long_row_decodes_as_it_does_next_to_others(gguf: LoadedGGUF) -> 
     together = runner.forward(0, [[7], [8]], [300, 20])[0]
     alone = runner.forward(0, [[7]], [300])[0]
     assert alone.equal(together)
-    assert runner.cache.lens == [runner.cache.stored(0), runner.cache.stored(1)] == [301, 21]  # no extra cell left
+    assert runner.cache.lens == [stored(runner, 0), stored(runner, 1)] == [301, 21]  # no extra cell left
     runner.close()
 
 
 def test_a_prompt_longer_than_a_stream_is_refused_and_the_others_go_on(gguf: LoadedGGUF) -> None:
     engine = make_engine(gguf, 4, n_ctx_seq=256)
     assert engine.max_model_len == 256
-    filler = gguf.model.tokenize(" hello" * 300, special=False)
+    filler = llama_tokenize(gguf, " hello" * 300, special=False)
     ok = GenerationRequest(chat(gguf, QUESTIONS[0]), SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
     too_long = GenerationRequest(filler[:256], GREEDY)
     just_fits = GenerationRequest(filler[:255], GREEDY)  # room for exactly one token
@@ -269,8 +283,8 @@ def test_abort_frees_the_row_and_the_others_continue(gguf: LoadedGGUF) -> None:
         for rid, d in engine.step():
             got[rid].append(d)
     assert engine.num_running == 0
-    cache = engine.runner.cache
-    assert [cache.stored(row) for row in range(cache.n_rows)] == [0] * cache.n_rows, "finished rows keep no cells"
+    n_rows = engine.runner.cache.n_rows
+    assert [stored(engine.runner, row) for row in range(n_rows)] == [0] * n_rows, "finished rows keep no cells"
     for i in (0, 2):  # the last row moved into the aborted one's row: still its own answer
         assert tokens(got[reqs[i].request_id]) == alone[i]
 

@@ -67,10 +67,6 @@ class LlamaCppCache:
         self.lens = [0] * self.n_rows
 
     # -- used by the runner and the prefix store -----------------------------------------------
-    def stored(self, seq_id: int) -> int:
-        """Positions llama.cpp itself holds for `seq_id` (to check `lens` against)."""
-        return llama.llama_memory_seq_pos_max(self._mem, seq_id) + 1
-
     def truncate(self, row: int, length: int) -> None:
         """Make `row` hold exactly positions `0..length-1` before new tokens are written after them."""
         if self.lens[row] > length:

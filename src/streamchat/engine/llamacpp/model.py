@@ -40,14 +40,6 @@ class LlamaModel:
         """Every token llama.cpp itself treats as end of generation (EOS, EOT, `<|im_end|>`…)."""
         return {t for t in range(self.n_vocab) if llama.llama_vocab_is_eog(self.vocab, t)}
 
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
-        data = text.encode()
-        buf = (llama.llama_token * (len(data) + 8))()
-        n = llama.llama_tokenize(self.vocab, data, len(data), buf, len(buf), False, special)
-        if n < 0:
-            raise ValueError(f"llama_tokenize failed ({n})")
-        return list(buf[:n])
-
     def close(self) -> None:
         if self.ptr:
             llama.llama_model_free(self.ptr)

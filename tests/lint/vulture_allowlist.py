@@ -1,0 +1,26 @@
+"""Names vulture cannot see used: frameworks call them by convention, or they satisfy an interface.
+
+Each entry says who uses it. A name missing here and unused in `src/` is dead code
+(`tests/lint/test_dead_code.py`): remove it rather than list it, unless a framework needs it.
+"""
+# ruff: noqa: B018, F821
+
+# FastAPI routes and exception handlers (registered by decorators)
+_api_error, _invalid, _http, _unexpected
+chat_page, list_models, get_model, chat_completions, completions, stream_post, stream_get, chatglm_api
+# pydantic: model configuration, validators (by decorator), fields clients may send and we accept
+model_config, _._repair_text, _._not_blank, _._null_history, _._split_origins, _._key_file_exists, _._check_budget
+user, best_of, cls
+# prometheus_client calls a collector's collect()
+_.collect
+# typing.Protocol signatures: parameters name the interface
+conversation, kwargs, add_special_tokens, skip_special_tokens
+# llama.cpp context parameters (a ctypes struct the C library reads)
+_.n_ctx, _.n_batch, _.n_ubatch, _.n_threads, _.n_threads_batch, _.no_perf, _.kv_unified
+# counters read by name (getattr) by the metrics collector and /health
+generated_tokens, prefilled_tokens, reused_tokens, steps, disconnects, abandoned
+_.steps, _.reused_tokens, _.prefilled_tokens, _.generated_tokens, _.disconnects, _.abandoned
+# torch and transformers call these on modules and caches
+_.extra_repr, _.get_seq_length, module, dropout
+# uvicorn calls these on its protocol and server
+_.send_400_response, _.capture_signals
