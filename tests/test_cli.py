@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from streamchat.cli import main
+from streamchat.cli import main, settings_from_args
 
 
 @pytest.mark.parametrize(
@@ -23,3 +25,9 @@ def test_unknown_choice_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
         main(["serve", "--engine", "nope"])
     assert info.value.code == 2
     assert "--engine" in capsys.readouterr().err
+
+
+def test_the_auth_throttle_flag_takes_none_to_switch_it_off() -> None:
+    for value, expected in (("none", None), ("off", None), ("7", 7)):
+        args = argparse.Namespace(auth_failures_per_minute=value)
+        assert settings_from_args(args).auth_failures_per_minute == expected

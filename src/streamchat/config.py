@@ -59,8 +59,13 @@ class Settings(BaseSettings):
     public_metrics: bool = Field(True, description="serve /metrics without a key")
     rate_limit_rpm: int | None = Field(None, ge=1, description="requests per minute allowed per key")
     max_concurrent_per_key: int | None = Field(None, ge=1, description="requests in flight allowed per key")
-    auth_failures_per_minute: int = Field(
-        20, ge=1, description="wrong API keys one client address may send per minute before it gets 429"
+    auth_failures_per_minute: int | None = Field(
+        20, ge=1, description="wrong API keys one client address may send per minute before it gets 429 (none: off)"
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="proxies whose X-Forwarded-For names the client (comma list, or *): per-address limits see "
+        "the real client behind them",
     )
     max_body_bytes: int = Field(2**20, ge=1024, description="largest request body accepted (413 beyond)")
     max_prompt_tokens: int | None = Field(None, ge=1, description="longest prompt accepted, in tokens")
@@ -76,6 +81,11 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [o.strip() for o in v.split(",") if o.strip()]
         return v
+
+    @field_validator("auth_failures_per_minute", mode="before")
+    @classmethod
+    def _none_turns_off(cls, v: object) -> object:
+        return None if isinstance(v, str) and v.strip().lower() in ("none", "off") else v
 
     @field_validator("api_key_file")
     @classmethod

@@ -100,6 +100,7 @@ def serve(settings: Settings) -> int:
         access_log=False,  # streamchat.access writes one line per request, with its id and timings
         timeout_graceful_shutdown=5,
         http=ShapedErrorsProtocol,  # unparseable requests get our error shape, over-long URLs a 414
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     server = DrainingServer(config, state, settings.shutdown_grace)
     server.run()

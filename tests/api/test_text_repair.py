@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from streamchat.api.text_repair import MAX_DEPTH, repaired, usv
+from streamchat.api.text_repair import repaired, usv
 
 
 def test_pairs_join_and_lone_surrogates_become_u_fffd() -> None:
@@ -20,9 +18,12 @@ def test_every_string_of_a_body_is_repaired_keys_included() -> None:
     assert repaired(body) == fixed
 
 
-def test_nesting_past_the_limit_is_refused_not_recursed_into() -> None:
-    deep: list = []
-    for _ in range(MAX_DEPTH + 1):
+def test_any_depth_is_walked_without_recursion() -> None:
+    """Regression: the walk recursed, and a body nested a few hundred levels deep gave a 500."""
+    deep: list = ["\ud800"]
+    for _ in range(100_000):
         deep = [deep]
-    with pytest.raises(ValueError, match="deeper"):
-        repaired(deep)
+    out = repaired(deep)
+    for _ in range(100_000):
+        out = out[0]
+    assert out == ["\ufffd"]

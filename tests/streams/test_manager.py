@@ -270,7 +270,7 @@ async def test_stopping_a_stream_right_after_start_still_closes_it(make_manager:
     assert manager.live_count == 0
     assert await log.is_closed(sid)
     frames = await read_all(manager, sid)
-    assert error_body(frames[0])["code"] == ("cancelled" if stop == "cancel" else "server_shutdown")
+    assert error_body(frames[-2])["code"] == ("cancelled" if stop == "cancel" else "server_shutdown")
     assert frames[-1].endswith(DONE_DATA)
 
 
@@ -370,3 +370,28 @@ def test_parse_event_id_rejects_digits_that_int_cannot_read() -> None:
     """Regression: `str.isdigit()` accepts '²', which `int()` rejects: a plain ValueError escaped (500)."""
     with pytest.raises(BadEventIdError):
         parse_event_id("abc:\u00b2", "abc")
+
+
+async def test_stopping_before_the_first_step_still_closes_the_whole_event_chain(make_manager: MakeManager) -> None:
+    """Regression: a producer cancelled before its first step left the protocol's generator unstarted,
+    so the clean-up inside it (where the engine request is aborted) never ran and the engine kept
+    generating for nobody."""
+    manager, _ = make_manager()
+    closed = asyncio.Event()
+
+    async def engine_deltas() -> AsyncIterator[StreamEvent]:
+        try:
+            await asyncio.Event().wait()  # the engine has produced nothing yet
+            yield StreamEvent(None, "never")
+        finally:
+            closed.set()  # stands for AsyncEngine aborting the request
+
+    async def protocol_events() -> AsyncIterator[StreamEvent]:
+        async for event in engine_deltas():
+            yield event
+
+    for stop in ("cancel", "shutdown"):
+        closed.clear()
+        sid = await manager.start(protocol_events())
+        await (manager.cancel(sid) if stop == "cancel" else manager.shutdown())
+        assert closed.is_set(), stop

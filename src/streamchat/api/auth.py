@@ -41,12 +41,18 @@ def matches(candidate: str, keys: frozenset[str]) -> bool:
     return found
 
 
-def authenticate(request: Request, state: ServerState) -> str | None:
-    """The caller's key (None when the server has no keys); 401 when a key is needed and wrong."""
+def authenticate(request: Request, state: ServerState, throttled: bool = False) -> str | None:
+    """The caller's key (None when the server has no keys); 401 when a key is needed and wrong.
+
+    With `throttled` (model routes), an address that sent too many wrong keys gets 429 first.
+    `/health` and `/metrics` are never throttled: a probe must not be locked out by others' guesses.
+    """
     if not state.api_keys:
         return None
+    throttle = state.auth_throttle if throttled else None
     address = request.client.host if request.client else ""
-    state.auth_throttle.check(address)
+    if throttle is not None:
+        throttle.check(address)
     key = presented_key(request)
     if key is None:
         raise APIError(
@@ -56,7 +62,8 @@ def authenticate(request: Request, state: ServerState) -> str | None:
             headers={"WWW-Authenticate": "Bearer"},
         )
     if not matches(key, state.api_keys):
-        state.auth_throttle.failed(address)
+        if throttle is not None:
+            throttle.failed(address)
         raise APIError(
             401, "Incorrect API key provided.", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}
         )
@@ -71,7 +78,7 @@ async def require_key(request: Request, state: State) -> str | None:
     """Dependency of every model route: authenticates, applies the key's rate limit, and yields the
     caller's identity (None on an open server). FastAPI runs it once per request however often
     it is named."""
-    owner = key_digest(authenticate(request, state))
+    owner = key_digest(authenticate(request, state, throttled=True))
     state.admission.admit_rate(owner)
     return owner
 

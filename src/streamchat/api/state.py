@@ -38,14 +38,14 @@ class ServerState:
     on_fatal: Callable[[str], None] | None = None  # the server exits when the engine cannot go on
     streams: StreamManager = field(init=False)
     admission: Admission = field(init=False)
-    auth_throttle: FailedAuthThrottle = field(init=False)
+    auth_throttle: FailedAuthThrottle | None = field(init=False)
     metrics: Metrics = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.api_keys = s.api_keys()
         self.admission = Admission(s.rate_limit_rpm, s.max_concurrent_per_key, s.max_num_seqs, s.max_queue)
-        self.auth_throttle = FailedAuthThrottle(s.auth_failures_per_minute)
+        self.auth_throttle = FailedAuthThrottle(s.auth_failures_per_minute) if s.auth_failures_per_minute else None
         self.streams = StreamManager(MemoryStreamLog(s.stream_retention, s.stream_log_bytes), s.resume_grace)
         self.metrics = Metrics(self)
 

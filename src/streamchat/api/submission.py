@@ -16,8 +16,10 @@ from collections.abc import AsyncIterator
 
 from fastapi.responses import Response
 
+from streamchat.api.errors import APIError
 from streamchat.api.ready import Ready
 from streamchat.api.request_log import log_answer
+from streamchat.engine.async_engine import EngineDeadError
 from streamchat.engine.types import Delta, GenerationRequest
 from streamchat.sse.response import sse_response
 from streamchat.streams.log import StreamEvent
@@ -30,7 +32,11 @@ def admit(ready: Ready, owner: str | None) -> None:
 def submit(ready: Ready, request: GenerationRequest, owner: str | None) -> AsyncIterator[Delta]:
     """Queue `request` for `owner` and return its deltas; closing them aborts the request."""
     request.owner = owner
-    deltas = ready.state.metrics.observe(ready.engine.generate(request))
+    try:
+        generated = ready.engine.generate(request)
+    except EngineDeadError as exc:  # the engine died after readiness was checked
+        raise APIError(503, "the engine has stopped", code="engine_dead") from exc
+    deltas = ready.state.metrics.observe(generated)
     if ready.state.settings.log_prompts:
         deltas = log_answer(deltas)
     return deltas

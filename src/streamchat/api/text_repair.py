@@ -11,23 +11,27 @@ from __future__ import annotations
 
 from typing import Any
 
-MAX_DEPTH = 64  # no request of ours nests deeper; far deeper would exhaust the recursion limit
 
-
-def repaired(value: Any, depth: int = 0) -> Any:
+def repaired(value: Any) -> Any:
     """`value` (a parsed JSON value) with every string's lone surrogates replaced by U+FFFD.
 
-    Raises ValueError (a 400 through validation) for JSON nested deeper than `MAX_DEPTH`.
+    Walked with a stack of its own, not by recursion: however deep a body nests, it is the JSON
+    parser and the field validation that decide whether it is acceptable.
     """
-    if isinstance(value, str):
-        return usv(value)
-    if isinstance(value, list | dict) and depth >= MAX_DEPTH:
-        raise ValueError(f"the request nests lists or objects deeper than {MAX_DEPTH} levels")
-    if isinstance(value, list):
-        return [repaired(v, depth + 1) for v in value]
-    if isinstance(value, dict):
-        return {usv(k) if isinstance(k, str) else k: repaired(v, depth + 1) for k, v in value.items()}
-    return value
+    root = [value]
+    stack: list[tuple[list | dict, Any]] = [(root, 0)]
+    while stack:
+        container, key = stack.pop()
+        item = container[key]
+        if isinstance(item, str):
+            container[key] = usv(item)
+        elif isinstance(item, list):
+            item = container[key] = list(item)
+            stack.extend((item, i) for i in range(len(item)))
+        elif isinstance(item, dict):
+            item = container[key] = {usv(k) if isinstance(k, str) else k: v for k, v in item.items()}
+            stack.extend((item, k) for k in item)
+    return root[0]
 
 
 def usv(text: str) -> str:

@@ -53,7 +53,7 @@ class WireMetricsMiddleware:
 
     def _count(self, scope: Scope, status: int) -> None:
         route = getattr(scope.get("route"), "path", None)  # templates only: ids would explode the label set
-        path = route or ("unmatched" if status == 404 else scope.get("path", ""))  # e.g. /openapi.json, no template
+        path = route or ("/openapi.json" if scope.get("path") == "/openapi.json" else "unmatched")
         self.metrics.requests.labels(scope.get("method", ""), path, str(status)).inc()
 
 

@@ -1,8 +1,10 @@
 """What the client sees of a sequence's tokens: text, and each token's logprobs beside its text.
 
 Text goes through the detokenizer (never half a character) and the stop matcher (never a stop
-string). A token's logprobs travel in the delta that releases its text, so a chunk's logprobs
-describe exactly the chunk's content, and joining every token's `bytes` gives the answer's UTF-8.
+string). A token's logprobs travel in the delta where the detokenizer releases its text, so joining
+every token's `bytes` gives the answer's UTF-8, and a chunk's logprobs describe its content except
+where a stop string might begin: text the stop matcher holds back until it is ruled out arrives a
+chunk after its logprobs.
 At the end, tokens whose bytes never became text (an unfinished character cut by the length
 limit) are left out of the logprobs as they are of the text. A stop string is the one exception:
 the text leaves it out, but the tokens that spelled it keep their logprobs (they were sampled).

@@ -71,6 +71,7 @@ class _Live:
     readers: int = 0
     reaper: asyncio.Task | None = None
     ending: Ending | None = None
+    entered: bool = False  # the producer has started iterating its events
 
 
 @dataclass
@@ -165,6 +166,12 @@ class StreamManager:
 
     async def _stop(self, stream_id: str, live: _Live, ending: Ending) -> None:
         live.ending = live.ending or ending
+        # A generator never started cannot run its clean-up, and the request's abort lives there:
+        # let the producer take its first step (it only awaits its first event) before cancelling it.
+        for _ in range(100):
+            if live.entered or live.producer.done():
+                break
+            await asyncio.sleep(0)
         live.producer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await live.producer
@@ -173,6 +180,9 @@ class StreamManager:
 
     async def _produce(self, stream_id: str, events: AsyncIterator[StreamEvent]) -> None:
         failure: Ending | None = None
+        live = self._live.get(stream_id)
+        if live is not None:
+            live.entered = True
         try:
             async for event in events:
                 await self.log.append(stream_id, event)
