@@ -40,16 +40,16 @@ def test_keys_that_went_quiet_are_forgotten() -> None:
     admission = Admission(rpm=5, max_per_key=None, max_running=4, max_queue=0)
     for i in range(100):
         admission.admit_rate(f"key-{i}", now=float(i) / 10)
-    assert len(admission._recent) == 100
+    assert len(admission.rate_windows) == 100
     admission.admit_rate("late", now=200.0)
-    assert len(admission._recent) == 1
+    assert len(admission.rate_windows) == 1
 
 
 def test_no_rate_limit_tracks_nothing() -> None:
     admission = Admission(rpm=None, max_per_key=None, max_running=4, max_queue=0)
     for _ in range(1000):
         admission.admit_rate("k")
-    assert len(admission._recent) == 0
+    assert admission.rate_windows is None
 
 
 def test_in_flight_per_key_then_server_capacity() -> None:

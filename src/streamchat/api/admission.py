@@ -27,31 +27,60 @@ from streamchat.engine.async_engine import AsyncEngine
 _WINDOW_S = 60.0
 
 
+class MinuteWindows:
+    """Event times per key over the last minute; keys whose window emptied are forgotten, at most
+    once a minute, so memory follows the keys that are active."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._times: dict[str | None, deque[float]] = {}
+        self._last_sweep = 0.0
+
+    def retry_after(self, key: str | None, now: float) -> int | None:
+        """Seconds until `key` is under its limit again; None when it is under it now."""
+        recent = self._times.get(key)
+        if recent is None:
+            return None
+        _drop_older(recent, now)
+        if len(recent) < self.limit:
+            return None
+        return max(1, math.ceil(_WINDOW_S - (now - recent[0])))
+
+    def record(self, key: str | None, now: float) -> None:
+        if now - self._last_sweep >= _WINDOW_S:
+            self._last_sweep = now
+            for k in list(self._times):
+                _drop_older(self._times[k], now)
+                if not self._times[k]:
+                    del self._times[k]
+        self._times.setdefault(key, deque()).append(now)
+
+    def __len__(self) -> int:
+        """Keys held in memory."""
+        return len(self._times)
+
+
 class Admission:
     def __init__(self, rpm: int | None, max_per_key: int | None, max_running: int, max_queue: int) -> None:
         self.rpm = rpm
         self.max_per_key = max_per_key
         self.max_running, self.max_queue = max_running, max_queue
-        self._recent: dict[str | None, deque[float]] = {}
-        self._last_sweep = 0.0
+        self.rate_windows = MinuteWindows(rpm) if rpm is not None else None
 
     def admit_rate(self, owner: str | None, now: float | None = None) -> None:
         """Count a request against its key's requests per minute; 429 past the limit."""
-        if self.rpm is None:
+        if self.rate_windows is None:
             return
         now = time.monotonic() if now is None else now
-        self._sweep(now)
-        recent = self._recent.setdefault(owner, deque())
-        _drop_older(recent, now)
-        if len(recent) >= self.rpm:
-            retry = max(1, math.ceil(_WINDOW_S - (now - recent[0])))
+        retry = self.rate_windows.retry_after(owner, now)
+        if retry is not None:
             raise APIError(
                 429,
                 f"rate limit reached: {self.rpm} requests per minute for this key; retry in {retry} s",
                 code="rate_limit_exceeded",
                 headers={"Retry-After": str(retry)},
             )
-        recent.append(now)
+        self.rate_windows.record(owner, now)
 
     def admit_work(self, engine: AsyncEngine, owner: str | None) -> None:
         """Refuse at once when the caller's requests in flight or the server's queue are full."""
@@ -70,32 +99,15 @@ class Admission:
                 headers={"Retry-After": "1"},
             )
 
-    def _sweep(self, now: float) -> None:
-        """Forget keys whose window has emptied, at most once a window, so memory follows active keys."""
-        if now - self._last_sweep < _WINDOW_S:
-            return
-        self._last_sweep = now
-        for owner in list(self._recent):
-            _drop_older(self._recent[owner], now)
-            if not self._recent[owner]:
-                del self._recent[owner]
-
 
 class FailedAuthThrottle:
     def __init__(self, burst: int) -> None:
-        self.burst = burst
-        self._failures: dict[str, deque[float]] = {}
-        self._last_sweep = 0.0
+        self.failures = MinuteWindows(burst)
 
     def check(self, address: str, now: float | None = None) -> None:
         """429 while `address` has failed `burst` times within the last minute."""
-        now = time.monotonic() if now is None else now
-        recent = self._failures.get(address)
-        if recent is None:
-            return
-        _drop_older(recent, now)
-        if len(recent) >= self.burst:
-            retry = max(1, math.ceil(_WINDOW_S - (now - recent[0])))
+        retry = self.failures.retry_after(address, time.monotonic() if now is None else now)
+        if retry is not None:
             raise APIError(
                 429,
                 f"too many failed authentications from this address; retry in {retry} s",
@@ -104,14 +116,7 @@ class FailedAuthThrottle:
             )
 
     def failed(self, address: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        if now - self._last_sweep >= _WINDOW_S:  # forget addresses that went quiet
-            self._last_sweep = now
-            for addr in list(self._failures):
-                _drop_older(self._failures[addr], now)
-                if not self._failures[addr]:
-                    del self._failures[addr]
-        self._failures.setdefault(address, deque()).append(now)
+        self.failures.record(address, time.monotonic() if now is None else now)
 
 
 def _drop_older(recent: deque[float], now: float) -> None:

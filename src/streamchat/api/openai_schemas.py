@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from streamchat.api.text_repair import repaired
+from streamchat.api.text_repair import RepairedModel
 from streamchat.engine.types import SamplingParams
 
 
@@ -21,7 +21,7 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(RepairedModel):
     model_config = ConfigDict(extra="allow")
 
     model: str | None = None
@@ -44,11 +44,6 @@ class SamplingFields(BaseModel):
     min_tokens: int = Field(0, ge=0)
     user: str | None = None
     resumable: bool = Field(True, description="keep generating for a while after a disconnect, for resumption")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _repair_text(cls, data: Any) -> Any:
-        return repaired(data)
 
     @field_validator("stop")
     @classmethod

@@ -18,7 +18,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from streamchat.api.auth import Owner, require_key
 from streamchat.api.disconnect import ClientDisconnectedError, disconnected_response, unless_disconnected
@@ -27,7 +27,7 @@ from streamchat.api.ready import Ready, ReadyServer, ready
 from streamchat.api.resume import resume_point, resume_response
 from streamchat.api.state import State
 from streamchat.api.submission import admit, stream_response, submit
-from streamchat.api.text_repair import repaired
+from streamchat.api.text_repair import RepairedModel
 from streamchat.api.token_limits import check_max_tokens, check_prompt_tokens
 from streamchat.chat.prompt import PromptTooLongError, fit_history
 from streamchat.engine.types import Delta, GenerationRequest, SamplingParams
@@ -40,7 +40,7 @@ router = APIRouter(dependencies=[Depends(require_key)])
 Round = Annotated[list[str], Field(min_length=2, max_length=2)]
 
 
-class GLMRequest(BaseModel):
+class GLMRequest(RepairedModel):
     model_config = ConfigDict(extra="ignore")
 
     prompt: str = Field(..., min_length=1)
@@ -49,11 +49,6 @@ class GLMRequest(BaseModel):
     top_p: float = Field(0.7, gt=0.0, le=1.0)
     temperature: float = Field(0.95, ge=0.0, le=2.0)
     resumable: bool = Field(True, description="keep generating for a while after a disconnect, for resumption")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _repair_text(cls, data: object) -> object:
-        return repaired(data)
 
     @field_validator("prompt")
     @classmethod

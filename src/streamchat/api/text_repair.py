@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, model_validator
+
 
 def repaired(value: Any) -> Any:
     """`value` (a parsed JSON value) with every string's lone surrogates replaced by U+FFFD.
@@ -40,3 +42,12 @@ def usv(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return text
+
+
+class RepairedModel(BaseModel):
+    """A request body whose text is repaired before its fields are validated."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _repair_text(cls, data: Any) -> Any:
+        return repaired(data)
