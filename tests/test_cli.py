@@ -11,7 +11,12 @@ from streamchat.cli import main, settings_from_args
 
 @pytest.mark.parametrize(
     "argv",
-    [["serve", "--port", "not-a-port"], ["serve", "--max-num-seqs", "0"], ["serve", "--ping-interval", "-1"]],
+    [
+        ["serve", "--port", "not-a-port"],
+        ["serve", "--max-num-seqs", "0"],
+        ["serve", "--ping-interval", "-1"],
+        ["serve", "--sampling-defaults", "temp=0.7"],
+    ],
 )
 def test_bad_setting_exits_2_naming_it(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2

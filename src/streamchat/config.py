@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from streamchat.engine.sampling_defaults import parse
+
 
 def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "streamchat"
@@ -70,6 +72,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2**20, ge=1024, description="largest request body accepted (413 beyond)")
     max_prompt_tokens: int | None = Field(None, ge=1, description="longest prompt accepted, in tokens")
     max_tokens_limit: int | None = Field(None, ge=1, description="largest max_tokens a request may ask for")
+    sampling_defaults: str = Field(
+        "",
+        description="defaults for sampling settings a request leaves unset, "
+        "e.g. 'repetition_penalty=1.1,temperature=0.7' (over the model's own and the embedded model's)",
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir)
     seed: int = 0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -86,6 +93,12 @@ class Settings(BaseSettings):
     @classmethod
     def _none_turns_off(cls, v: object) -> object:
         return None if isinstance(v, str) and v.strip().lower() in ("none", "off") else v
+
+    @field_validator("sampling_defaults")
+    @classmethod
+    def _known_sampling_defaults(cls, v: str) -> str:
+        parse(v)  # names and ranges checked at start-up
+        return v
 
     @field_validator("api_key_file")
     @classmethod

@@ -33,6 +33,7 @@ from streamchat.config import Settings
 from streamchat.engine.async_engine import AsyncEngine
 from streamchat.engine.factory import BuiltEngine
 from streamchat.engine.llm_engine import LLMEngine
+from streamchat.engine.sampling_defaults import parse
 
 MODEL_NAME = "fake-smollm2"
 MAX_MODEL_LEN = 2048  # the real test server's context (llama.cpp: min(native 8192, 2048))
@@ -115,7 +116,8 @@ def build_app(tokenizer: PreTrainedTokenizerBase, settings: Settings) -> tuple[F
         settings.seed,
     )
     name = settings.served_model_name or MODEL_NAME
-    return create_app(settings, BuiltEngine(AsyncEngine(llm), name, MAX_MODEL_LEN, tokenizer)), runner
+    defaults = parse(settings.sampling_defaults)  # the operator's; the fake model has none of its own
+    return create_app(settings, BuiltEngine(AsyncEngine(llm), name, MAX_MODEL_LEN, tokenizer, defaults)), runner
 
 
 @dataclass

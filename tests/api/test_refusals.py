@@ -159,3 +159,9 @@ async def test_429_concurrency_limit_per_key_leaves_other_keys_alone(start_inpro
         assert len(server.runner.prompts) == 4 and "zebra" not in server.fed_text()
         again = await ask("key-a", "after the others")
         assert again.status_code == 200, "the key's slots came back when its requests finished"
+
+
+async def test_models_show_the_sampling_defaults_requests_get(start_inprocess: StartInProcess) -> None:
+    async with start_inprocess(Settings(sampling_defaults="repetition_penalty=1.1, top_k=40")) as server:
+        card = (await server.client.get("/v1/models")).json()["data"][0]
+    assert card["sampling_defaults"] == {"repetition_penalty": 1.1, "top_k": 40}

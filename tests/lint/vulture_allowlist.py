@@ -10,7 +10,7 @@ _api_error, _invalid, _http, _unexpected
 chat_page, list_models, get_model, chat_completions, completions, stream_post, stream_get, chatglm_api
 # pydantic: model configuration, validators (by decorator), fields clients may send and we accept
 model_config, _._repair_text, _._not_blank, _._null_history, _._split_origins, _._key_file_exists, _._check_budget
-_._none_turns_off
+_._none_turns_off, _._known_sampling_defaults
 user, best_of, cls
 # prometheus_client calls a collector's collect()
 _.collect

@@ -49,6 +49,7 @@ def _model_card(ready: Ready) -> dict:
         "created": info.created,
         "owned_by": "streamchat",
         "max_model_len": info.max_model_len,
+        "sampling_defaults": info.sampling_defaults,
     }
 
 
@@ -124,7 +125,7 @@ def _generation_request(
             code="context_length_exceeded",
         )
     max_tokens = asked if asked is not None else min(room, settings.max_tokens_limit or room)
-    return GenerationRequest(prompt_ids, body.sampling(max_tokens, logprobs, top_logprobs))
+    return GenerationRequest(prompt_ids, body.sampling(max_tokens, logprobs, top_logprobs, info.sampling_defaults))
 
 
 async def _respond(

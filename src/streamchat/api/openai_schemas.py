@@ -55,14 +55,22 @@ class SamplingFields(RepairedModel):
             raise ValueError("stop strings must not be empty")
         return stops
 
-    def sampling(self, max_tokens: int, logprobs: bool = False, top_logprobs: int = 0) -> SamplingParams:
+    def sampling(
+        self, max_tokens: int, logprobs: bool = False, top_logprobs: int = 0, defaults: dict[str, float] | None = None
+    ) -> SamplingParams:
+        """The request's settings; a field the request left unset takes the model's default when it has one."""
+        given = self.model_fields_set
+        chosen = {
+            name: getattr(self, name) if name in given or name not in (defaults or {}) else defaults[name]
+            for name in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+        }
         return SamplingParams(
             max_tokens=max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=max(self.top_k, 0),
-            min_p=self.min_p,
-            repetition_penalty=self.repetition_penalty,
+            temperature=chosen["temperature"],
+            top_p=chosen["top_p"],
+            top_k=max(int(chosen["top_k"]), 0),
+            min_p=chosen["min_p"],
+            repetition_penalty=chosen["repetition_penalty"],
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
             seed=self.seed,

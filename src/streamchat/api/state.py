@@ -26,6 +26,7 @@ class ModelInfo:
     max_model_len: int
     tokenizer: object
     created: int
+    sampling_defaults: dict[str, float] = field(default_factory=dict)  # for settings a request leaves unset
 
 
 @dataclass

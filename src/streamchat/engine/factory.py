@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -14,6 +15,11 @@ from streamchat.engine.contracts import Runner
 from streamchat.engine.llm_engine import LLMEngine
 from streamchat.engine.memory import DEFAULT_CONTEXT, cache_budget, cells_per_sequence, default_cache_tokens
 from streamchat.engine.model_files import gguf_path
+from streamchat.engine.sampling_defaults import merged, parse
+
+if TYPE_CHECKING:
+    from streamchat.engine.llamacpp.loader import LoadedGGUF
+    from streamchat.engine.transformers.loader import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +30,17 @@ class BuiltEngine:
     name: str
     max_model_len: int
     tokenizer: object
+    sampling_defaults: dict[str, float] = field(default_factory=dict)  # for settings a request leaves unset
 
 
 def build_engine(settings: Settings) -> BuiltEngine:
     backend = choose_backend(settings)
     log.info("engine backend: %s", backend)
-    llm, loaded_name, max_model_len, tokenizer = _BACKENDS[backend](settings)
-    name = settings.served_model_name or loaded_name
-    return BuiltEngine(AsyncEngine(llm), name, max_model_len, tokenizer)
+    llm, loaded = _BACKENDS[backend](settings)
+    name = settings.served_model_name or loaded.name
+    defaults = merged(loaded.sampling_defaults, not settings.model, parse(settings.sampling_defaults))
+    log.info("sampling defaults for requests that leave them unset: %s", defaults or "none")
+    return BuiltEngine(AsyncEngine(llm), name, loaded.max_model_len, loaded.tokenizer, defaults)
 
 
 def choose_backend(settings: Settings) -> str:
@@ -51,7 +60,7 @@ def llama_cpp_available() -> bool:
     return True
 
 
-_Built = tuple[LLMEngine, str, int, object]  # engine, model name, max_model_len, tokenizer
+_Built = tuple[LLMEngine, "LoadedModel | LoadedGGUF"]  # the engine, and what its loader read
 
 
 def _transformers_engine(settings: Settings) -> _Built:
@@ -126,7 +135,7 @@ def _built(runner: Runner, loaded, settings: Settings, cache_tokens: int) -> _Bu
         settings.prefill_chunk,
         settings.seed,
     )
-    return llm, loaded.name, loaded.max_model_len, loaded.tokenizer
+    return llm, loaded
 
 
 _BACKENDS: dict[str, Callable[[Settings], _Built]] = {

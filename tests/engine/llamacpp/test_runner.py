@@ -221,9 +221,9 @@ def test_cells_per_sequence() -> None:
 
 
 def test_factory_sizes_one_stream_per_sequence() -> None:
-    built, _, max_model_len, _ = _llamacpp_engine(Settings(max_num_seqs=2, max_model_len=1000))
+    built, loaded = _llamacpp_engine(Settings(max_num_seqs=2, max_model_len=1000))
     runner = built.runner
-    assert max_model_len == built.max_model_len == 1000  # what the user asked; the stream rounds up to 1024
+    assert loaded.max_model_len == built.max_model_len == 1000  # what the user asked; the stream rounds up to 1024
     assert runner.n_ctx_seq == 1024 and runner.prefixes is not None and len(runner.prefixes._free_ids) == PARK_SLOTS
     assert built.scheduler.cache_tokens == 2 * 1000  # every row at full length: never preempts
     runner.close()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamchat.engine.model_files import ModelNotFoundError, derived_folder, gguf_path
+from streamchat.engine.sampling_defaults import from_gguf
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class LoadedGGUF:
     name: str
     max_model_len: int
     eos_token_ids: set[int]
+    sampling_defaults: dict[str, float]  # the GGUF's general.sampling.* metadata
 
 
 def load_gguf(spec: str | None, cache_dir: Path, max_model_len: int | None, verbose: bool = False) -> LoadedGGUF:
@@ -41,7 +43,7 @@ def load_gguf(spec: str | None, cache_dir: Path, max_model_len: int | None, verb
     eos = model.eog_token_ids()
     if isinstance(getattr(tokenizer, "eos_token_id", None), int):
         eos.add(tokenizer.eos_token_id)
-    return LoadedGGUF(model, tokenizer, name, limit, eos)
+    return LoadedGGUF(model, tokenizer, name, limit, eos, from_gguf(path))
 
 
 def gguf_tokenizer(path: Path, cache_dir: Path) -> object:

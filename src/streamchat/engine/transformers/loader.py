@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from streamchat.engine.model_files import ModelNotFoundError, derived_folder, resolve_model
+from streamchat.engine.sampling_defaults import from_generation_config, from_gguf
 from streamchat.engine.transformers.bf16_linear import convert_linears, cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class LoadedModel:
     name: str
     max_model_len: int
     eos_token_ids: set[int]
+    sampling_defaults: dict[str, float]  # what the model's files say (generation_config, GGUF metadata)
 
 
 def pick_device(device: str) -> torch.device:
@@ -80,7 +82,12 @@ def load_transformers(
     if use_bf16_linears(linear_dtype, dev, dt):
         log.info("linear layers multiply in bfloat16 (%d layers); the rest stays float32", convert_linears(model))
     log.info("model ready in %.1f s", time.monotonic() - started)
-    return LoadedModel(model, tokenizer, name, _context_len(model, max_model_len), _eos_ids(model, tokenizer))
+    defaults = from_generation_config(getattr(model, "generation_config", None))
+    if path is not None and path.suffix == ".gguf":
+        defaults = {**defaults, **from_gguf(path)}
+    return LoadedModel(
+        model, tokenizer, name, _context_len(model, max_model_len), _eos_ids(model, tokenizer), defaults
+    )
 
 
 def _converted_gguf(path: Path, cache_dir: Path) -> str:
