@@ -32,6 +32,10 @@ class Ready:
             )
 
 
+def engine_stopped() -> APIError:
+    return APIError(503, "the engine has stopped", code="engine_dead")
+
+
 def ready(state: State) -> Ready:
     if state.draining:
         raise APIError(
@@ -47,7 +51,7 @@ def ready(state: State) -> Ready:
             503, "the model is still loading; retry shortly", code="model_loading", headers={"Retry-After": "5"}
         )
     if not state.engine.alive:
-        raise APIError(503, "the engine has stopped", code="engine_dead")
+        raise engine_stopped()
     return Ready(state, state.engine, state.model)
 
 

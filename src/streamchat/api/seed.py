@@ -98,8 +98,6 @@ def _build(body: GLMRequest, ready: Ready) -> GenerationRequest:
         max_tokens = min(max_tokens, settings.max_tokens_limit)
     # temperature and top_p keep ChatGLM api.py's defaults when unset; the model's defaults fill the rest
     extra = {k: v for k, v in info.sampling_defaults.items() if k not in ("temperature", "top_p")}
-    if "top_k" in extra:
-        extra["top_k"] = int(extra["top_k"])
     params = SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, **extra)
     return GenerationRequest(fitted.token_ids, params)
 

@@ -5,8 +5,8 @@
   own, so the 413 replaces whatever the app then answers);
 - request headers over `MAX_HEADER_BYTES` in all → 431.
 
-A URL longer than the HTTP parser takes (64 KiB) never reaches the app; `server.py` answers it
-with a 414 in the same shape.
+A URL longer than the HTTP parser takes (64 KiB) never reaches the app; `http_protocol.py` answers
+it with a 414 in the same shape.
 """
 
 from __future__ import annotations

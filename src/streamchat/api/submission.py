@@ -16,8 +16,7 @@ from collections.abc import AsyncIterator
 
 from fastapi.responses import Response
 
-from streamchat.api.errors import APIError
-from streamchat.api.ready import Ready
+from streamchat.api.ready import Ready, engine_stopped
 from streamchat.api.request_log import log_answer
 from streamchat.engine.async_engine import EngineDeadError
 from streamchat.engine.types import Delta, GenerationRequest
@@ -35,7 +34,7 @@ def submit(ready: Ready, request: GenerationRequest, owner: str | None) -> Async
     try:
         generated = ready.engine.generate(request)
     except EngineDeadError as exc:  # the engine died after readiness was checked
-        raise APIError(503, "the engine has stopped", code="engine_dead") from exc
+        raise engine_stopped() from exc
     deltas = ready.state.metrics.observe(generated)
     if ready.state.settings.log_prompts:
         deltas = log_answer(deltas)
