@@ -20,7 +20,7 @@ def test_created_is_set_once_and_kept_when_given() -> None:
 def test_every_chunk_and_the_whole_answer_share_one_envelope() -> None:
     shape = CompletionShape("cmpl-1", "m")
     last = Delta("!", (5,), FinishReason.STOP, Usage(3, 2))
-    chunk = shape.chunk(Delta("hi", (4,)))
+    (chunk,) = shape.chunks(Delta("hi", (4,)))
     whole = shape.whole("hi!", last, [])
     assert (chunk["id"], chunk["created"], chunk["object"]) == ("cmpl-1", shape.created, "text_completion")
     assert (whole["id"], whole["created"]) == ("cmpl-1", shape.created)

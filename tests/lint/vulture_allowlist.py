@@ -25,3 +25,6 @@ _.steps, _.reused_tokens, _.prefilled_tokens, _.generated_tokens, _.disconnects,
 _.extra_repr, _.get_seq_length, module, dropout
 # uvicorn calls these on its protocol and server
 _.send_400_response, _.capture_signals
+# request fields read through model_dump or getattr by name (structured outputs, tools)
+modalities, strict, json_, json_object, guided_json, guided_regex, guided_choice, guided_grammar
+_._no_unsupported_fields, _._schema_given

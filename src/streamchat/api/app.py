@@ -73,7 +73,12 @@ def _attach(state: ServerState, built: BuiltEngine) -> None:
     built.engine.on_death = lambda exc: state.on_fatal and state.on_fatal(f"engine thread died: {exc!r}")
     built.engine.start()
     state.model = ModelInfo(
-        built.name, built.max_model_len, built.tokenizer, int(time.time()), dict(built.sampling_defaults)
+        built.name,
+        built.max_model_len,
+        built.tokenizer,
+        int(time.time()),
+        dict(built.sampling_defaults),
+        built.grammars,
     )
     state.engine = built.engine
 

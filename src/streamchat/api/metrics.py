@@ -107,9 +107,22 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("streamchat_num_requests_waiting", "Requests accepted, not yet running", value=waiting)
         for name, attr, doc in _ENGINE_COUNTERS:
             yield CounterMetricFamily(name, doc, value=getattr(snap.counters, attr) if snap is not None else 0)
+        if snap is not None and snap.mask_seconds:
+            yield _quantiles(
+                "streamchat_grammar_mask_seconds", "Per step, computing the grammar masks of constrained rows "
+                "(recent steps)", snap.mask_seconds,
+            )  # fmt: skip
         counters = self.state.streams.counters
         for name, attr, doc in _STREAM_COUNTERS:
             yield CounterMetricFamily(name, doc, value=getattr(counters, attr))
+
+
+def _quantiles(name: str, doc: str, samples: tuple[float, ...]) -> Metric:
+    ordered = sorted(samples)
+    family = GaugeMetricFamily(name, doc, labels=["quantile"])
+    for q in (0.5, 0.9, 0.99):
+        family.add_metric([str(q)], ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+    return family
 
 
 _ENGINE_COUNTERS = (

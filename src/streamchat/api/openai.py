@@ -15,13 +15,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from streamchat.api.auth import Owner, require_key
+from streamchat.api.chat_messages import template_messages
 from streamchat.api.disconnect import ClientDisconnectedError, disconnected_response, unless_disconnected
 from streamchat.api.errors import APIError, generation_failed_event
 from streamchat.api.openai_schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from streamchat.api.openai_shapes import ChatShape, CompletionShape, Shape, usage
 from streamchat.api.ready import Ready, ReadyServer
+from streamchat.api.structured_outputs import GrammarRequest, compile_constraint, requested_grammar
 from streamchat.api.submission import admit, stream_response, submit
 from streamchat.api.token_limits import check_max_tokens, check_prompt_tokens
+from streamchat.api.tools import plan, template_knows_tools
 from streamchat.chat.prompt import render
 from streamchat.engine.types import Delta, GenerationRequest
 from streamchat.sse.framing import DONE, to_json
@@ -57,15 +60,23 @@ def _model_card(ready: Ready) -> dict:
 async def chat_completions(body: ChatCompletionRequest, ready: ReadyServer, owner: Owner, http: Request) -> Response:
     ready.check_model_name(body.model)
     admit(ready, owner)  # before any tokenizer work
-    try:
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-    except ValueError as exc:
-        raise APIError(400, str(exc), param="messages") from exc
-    prompt_ids = render(ready.model.tokenizer, messages)
+    tools = plan(body.tools, body.tool_choice, body.parallel_tool_calls)
+    grammar = requested_grammar(body)
+    if tools.grammar is not None:
+        if grammar is not None:
+            raise APIError(400, f"'{grammar.param}' cannot be combined with tool calls", param=grammar.param)
+        grammar = GrammarRequest(tools.grammar, tools.description, "tools")
+    tokenizer = ready.model.tokenizer
+    native = template_knows_tools(tokenizer)
+    messages = template_messages(body.messages, tools.tools, native)
+    definitions = [t.model_dump(exclude_none=True) for t in tools.tools] if native else None
+    prompt_ids = render(tokenizer, messages, definitions)
     request = _generation_request(
         body, prompt_ids, ready, body.logprobs, body.top_logprobs if body.logprobs else 0, "messages"
     )
-    shape = ChatShape(f"chatcmpl-{uuid.uuid4().hex}", ready.model.name)
+    if grammar is not None:
+        request.constraint = await compile_constraint(ready, grammar)
+    shape = ChatShape(f"chatcmpl-{uuid.uuid4().hex}", ready.model.name, reads_tool_calls=tools.grammar is not None)
     return await _respond(ready, body, submit(ready, request, owner), shape, http, owner)
 
 
@@ -77,6 +88,9 @@ async def completions(body: CompletionRequest, ready: ReadyServer, owner: Owner,
         raise APIError(400, "'echo' and 'suffix' are not supported", param="echo" if body.echo else "suffix")
     prompt_ids = _completion_prompt(body.prompt, ready)
     request = _generation_request(body, prompt_ids, ready, body.logprobs is not None, body.logprobs or 0, "prompt")
+    grammar = requested_grammar(body)
+    if grammar is not None:
+        request.constraint = await compile_constraint(ready, grammar)
     shape = CompletionShape(f"cmpl-{uuid.uuid4().hex}", ready.model.name)
     return await _respond(ready, body, submit(ready, request, owner), shape, http, owner)
 
@@ -160,8 +174,8 @@ async def _events(deltas: AsyncIterator[Delta], shape: Shape, include_usage: boo
         if d.error:
             yield generation_failed_event(d.error)
             break
-        if d.text or d.logprobs or d.finished:
-            yield StreamEvent(None, to_json({**shape.chunk(d), **usage_field}))
+        for chunk in shape.chunks(d):
+            yield StreamEvent(None, to_json({**chunk, **usage_field}))
         if d.finished and include_usage and d.usage is not None:
             yield StreamEvent(None, to_json({**shape.envelope(), "choices": [], "usage": usage(d.usage)}))
     yield StreamEvent(None, DONE)

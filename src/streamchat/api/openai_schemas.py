@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from streamchat.api.structured_outputs import StructuredFields
 from streamchat.api.text_repair import RepairedModel
+from streamchat.api.tools import Tool, ToolChoice
 from streamchat.engine.types import SamplingParams
 
 
@@ -91,12 +93,25 @@ class SamplingFields(RepairedModel):
         return self.max_completion_tokens or self.max_tokens
 
 
+class CalledFunction(BaseModel):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class AssistantToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[AssistantToolCall] | None = None  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a tool turn: which call this is the result of
 
     def text(self) -> str:
         """Plain text of the message; only text content parts are supported."""
@@ -112,13 +127,35 @@ class ChatMessage(BaseModel):
         return "".join(parts)
 
 
-class ChatCompletionRequest(SamplingFields):
+# Fields OpenAI defines that would change the answer but that no model here can honour.
+_UNSUPPORTED = {
+    "functions": "use 'tools'",
+    "function_call": "use 'tool_choice'",
+    "logit_bias": "not supported",
+    "audio": "audio output is not supported",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+}
+
+
+class ChatCompletionRequest(SamplingFields, StructuredFields):
     messages: list[ChatMessage] = Field(..., min_length=1)
     logprobs: bool = False
     top_logprobs: int = Field(0, ge=0, le=20)
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
+    modalities: list[Literal["text"]] | None = None
+
+    @model_validator(mode="after")
+    def _no_unsupported_fields(self) -> ChatCompletionRequest:
+        for name, why in _UNSUPPORTED.items():
+            if (self.model_extra or {}).get(name) not in (None, {}, []):
+                raise ValueError(f"'{name}': {why}")
+        return self
 
 
-class CompletionRequest(SamplingFields):
+class CompletionRequest(SamplingFields, StructuredFields):
     prompt: str | list[int] | list[str] | list[list[int]]
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = Field(False)

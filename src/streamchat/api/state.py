@@ -16,6 +16,7 @@ from streamchat.api.admission import Admission, FailedAuthThrottle
 from streamchat.api.metrics import Metrics
 from streamchat.config import Settings
 from streamchat.engine.async_engine import AsyncEngine
+from streamchat.engine.grammar.compiler import GrammarCompiler
 from streamchat.streams.log import MemoryStreamLog
 from streamchat.streams.manager import StreamManager
 
@@ -27,6 +28,7 @@ class ModelInfo:
     tokenizer: object
     created: int
     sampling_defaults: dict[str, float] = field(default_factory=dict)  # for settings a request leaves unset
+    grammars: GrammarCompiler | None = None  # None: this model takes no grammars
 
 
 @dataclass

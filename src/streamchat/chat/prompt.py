@@ -29,10 +29,14 @@ class PromptTooLongError(ValueError):
         self.prompt_tokens, self.limit = prompt_tokens, limit
 
 
-def render(tokenizer: ChatTokenizer, messages: list[Message]) -> list[int]:
-    """Token ids of `messages` followed by the assistant's turn header."""
+def render(tokenizer: ChatTokenizer, messages: list[Message], tools: list[dict] | None = None) -> list[int]:
+    """Token ids of `messages` followed by the assistant's turn header; `tools` go to a template
+    that renders tool definitions itself."""
     if getattr(tokenizer, "chat_template", None):
-        out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        extra = {"tools": tools} if tools else {}
+        out = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, **extra
+        )
         return list(out["input_ids"])
     text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
     return tokenizer.encode(text)

@@ -39,16 +39,25 @@ class EngineSnapshot:
     running: int  # sequences holding a cache row
     waiting: int  # accepted, not yet running (queued in the engine or still in the inbox)
     counters: EngineStats
+    mask_seconds: tuple[float, ...] = ()  # recent grammar-mask times of steps with constrained rows
 
 
 class EngineDeadError(RuntimeError):
     """The engine thread has stopped; no request can be served."""
 
 
+class RequestNotSupportedError(ValueError):
+    """This engine cannot honour a setting the request made; `param` names it (the API answers 400)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class AsyncEngine:
     def __init__(self, llm: LLMEngine) -> None:
         self._llm = llm  # owned by the engine thread
-        self._published: tuple[int, EngineStats] = (0, llm.snapshot())
+        self._published: tuple[int, EngineStats, tuple[float, ...]] = (0, llm.snapshot(), ())
         llm.on_admit = self._publish  # a request counts as running from its admission, not its first token
         self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self._streams: dict[str, _Stream] = {}
@@ -78,8 +87,8 @@ class AsyncEngine:
             return sum(1 for s in self._streams.values() if s.owner == owner)
 
     def snapshot(self) -> EngineSnapshot:
-        running, counters = self._published
-        return EngineSnapshot(running, max(0, self.num_pending - running), counters)
+        running, counters, mask_seconds = self._published
+        return EngineSnapshot(running, max(0, self.num_pending - running), counters, mask_seconds)
 
     @property
     def alive(self) -> bool:
@@ -158,7 +167,7 @@ class AsyncEngine:
         self._deliver(outputs)
 
     def _publish(self) -> None:
-        self._published = (self._llm.num_running, self._llm.snapshot())
+        self._published = (self._llm.num_running, self._llm.snapshot(), self._llm.mask_seconds)
 
     def _deliver(self, outputs: list[tuple[str, Delta]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Delta], Delta]]] = {}

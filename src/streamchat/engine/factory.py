@@ -12,6 +12,7 @@ import torch
 from streamchat.config import Settings
 from streamchat.engine.async_engine import AsyncEngine
 from streamchat.engine.contracts import Runner
+from streamchat.engine.grammar.compiler import GrammarCompiler
 from streamchat.engine.llm_engine import LLMEngine
 from streamchat.engine.memory import DEFAULT_CONTEXT, cache_budget, cells_per_sequence, default_cache_tokens
 from streamchat.engine.model_files import gguf_path
@@ -31,6 +32,7 @@ class BuiltEngine:
     max_model_len: int
     tokenizer: object
     sampling_defaults: dict[str, float] = field(default_factory=dict)  # for settings a request leaves unset
+    grammars: GrammarCompiler | None = None  # compiles the grammars of structured outputs and tool calls
 
 
 def build_engine(settings: Settings) -> BuiltEngine:
@@ -40,7 +42,8 @@ def build_engine(settings: Settings) -> BuiltEngine:
     name = settings.served_model_name or loaded.name
     defaults = merged(loaded.sampling_defaults, not settings.model, parse(settings.sampling_defaults))
     log.info("sampling defaults for requests that leave them unset: %s", defaults or "none")
-    return BuiltEngine(AsyncEngine(llm), name, loaded.max_model_len, loaded.tokenizer, defaults)
+    grammars = GrammarCompiler(loaded.tokenizer, llm.eos_token_ids)
+    return BuiltEngine(AsyncEngine(llm), name, loaded.max_model_len, loaded.tokenizer, defaults, grammars)
 
 
 def choose_backend(settings: Settings) -> str:

@@ -15,13 +15,15 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 import torch
 
 from streamchat.engine.answer_text import AnswerText
 from streamchat.engine.contracts import PrefixStore, Runner, Tokenizer
-from streamchat.engine.sampler import RowState, Sampled, sample
+from streamchat.engine.grammar.masks import MaskWorker
+from streamchat.engine.sampler import Masks, RowState, Sampled, sample
 from streamchat.engine.scheduler import Scheduler
 from streamchat.engine.sequence import SeqStatus, Sequence
 from streamchat.engine.token_bytes import TokenBytes
@@ -70,6 +72,7 @@ class LLMEngine:
         self._refused: list[tuple[str, Delta]] = []
         self._token_bytes = TokenBytes(tokenizer)
         self.on_admit: Callable[[], None] | None = None  # told when sequences start running, before their prefill
+        self._mask_worker: MaskWorker | None = None  # started by the first request with a grammar
 
     # -- requests in and out ------------------------------------------------------------------
     def add(self, request: GenerationRequest) -> None:
@@ -162,6 +165,8 @@ class LLMEngine:
             seqs.append(seq)
             chunks.append(chunk)
             budget -= len(chunk)
+        finishing = [s for s, c in zip(seqs, chunks, strict=True) if len(c) == len(s.uncached)]
+        masks = self._start_masks(finishing)  # computed while the forward runs
         logits = self.runner.forward(seqs[0].row, chunks, [s.num_cached for s in seqs])
         self.stats.prefilled_tokens += sum(len(c) for c in chunks)
         done, done_logits = [], []
@@ -172,26 +177,45 @@ class LLMEngine:
                 done_logits.append(logits[i])
         if done:
             self.scheduler.promote(done)
-            self._sample_and_emit(done, torch.stack(done_logits), out)
+            self._sample_and_emit(done, torch.stack(done_logits), out, masks)
 
     def _decode(self, out: list[tuple[str, Delta]]) -> None:
         seqs = self.scheduler.decoding
         chunks = [[s.output_ids[-1]] for s in seqs]
+        masks = self._start_masks(seqs)  # computed while the forward runs
         logits = self.runner.forward(0, chunks, [s.num_cached for s in seqs])  # [rows, vocab]
         for s in seqs:
             s.num_cached += 1
-        self._sample_and_emit(seqs, logits, out)
+        self._sample_and_emit(seqs, logits, out, masks)
 
-    def _sample_and_emit(self, seqs: list[Sequence], logits: torch.Tensor, out: list) -> None:
+    def _start_masks(self, seqs: list[Sequence]) -> tuple[list[int], Future[torch.Tensor]] | None:
+        """Begin the grammar masks of the constrained rows among `seqs` (positions in `seqs`)."""
+        rows = [i for i, s in enumerate(seqs) if s.constraint is not None]
+        if not rows:
+            return None
+        if self._mask_worker is None:
+            self._mask_worker = MaskWorker(seqs[rows[0]].constraint.vocab_words)
+        return rows, self._mask_worker.start([seqs[i].constraint for i in rows])
+
+    @property
+    def mask_seconds(self) -> tuple[float, ...]:
+        """Recent per-step mask computation times (empty until a grammar is used)."""
+        return tuple(self._mask_worker.times.samples) if self._mask_worker is not None else ()
+
+    def _sample_and_emit(
+        self, seqs: list[Sequence], logits: torch.Tensor, out: list, pending: tuple[list[int], Future] | None = None
+    ) -> None:
         rows = [self._row_state(s) for s in seqs]
-        picked = sample(logits, rows, self._rng)
+        masks: Masks | None = (pending[0], pending[1].result()) if pending is not None else None
+        picked = sample(logits, rows, self._rng, masks)
         for seq, choice in zip(seqs, picked, strict=True):
             out.append((seq.id, self._advance(seq, choice)))
 
     def _row_state(self, seq: Sequence) -> RowState:
         p = seq.request.params
         banned: tuple[int, ...] = ()
-        if p.ignore_eos or len(seq.output_ids) < p.min_tokens:
+        # Under a grammar, the grammar alone decides when the answer may end.
+        if seq.constraint is None and (p.ignore_eos or len(seq.output_ids) < p.min_tokens):
             banned = tuple(self.eos_token_ids)
             if len(seq.output_ids) < p.min_tokens:
                 banned += p.stop_token_ids
@@ -204,23 +228,38 @@ class LLMEngine:
         seq.output_ids.append(tok)
         self.stats.generated_tokens += 1
         logprobs = self._logprobs(choice)
-        is_eos = tok in self.eos_token_ids and not p.ignore_eos
+        grammar = seq.constraint
+        is_eos = tok in self.eos_token_ids and (grammar is not None or not p.ignore_eos)
         if is_eos or tok in p.stop_token_ids:
             return self._end(seq, FinishReason.STOP, *seq.answer.finish(logprobs), (tok,))
+        broken = grammar.consume(tok) if grammar is not None else None
         text, logprobs = seq.answer.add(tok, logprobs)
+        if broken is not None:
+            return self._end(seq, FinishReason.ERROR, text, logprobs, (tok,), error=f"grammar violated: {broken}")
         if seq.answer.stopped:
             return self._end(seq, FinishReason.STOP, text, logprobs, (tok,))
-        if len(seq.output_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
+        ending = self._ending(seq)
+        if ending is not None:
             tail, more = seq.answer.finish()
-            return self._end(seq, FinishReason.LENGTH, text + tail, logprobs + more, (tok,))
+            return self._end(seq, ending, text + tail, logprobs + more, (tok,))
         return Delta(text=text, token_ids=(tok,), logprobs=logprobs)
 
-    def _end(self, seq: Sequence, reason: FinishReason, text: str, logprobs, token_ids) -> Delta:
+    def _ending(self, seq: Sequence) -> FinishReason | None:
+        """Why the answer ends after its latest token, though no stop token or string ended it."""
+        if seq.constraint is not None and seq.constraint.complete:
+            return FinishReason.STOP
+        if len(seq.output_ids) >= seq.request.params.max_tokens or seq.num_tokens >= self.max_model_len:
+            return FinishReason.LENGTH
+        return None
+
+    def _end(
+        self, seq: Sequence, reason: FinishReason, text: str, logprobs, token_ids, error: str | None = None
+    ) -> Delta:
         if self.runner.prefixes is not None:  # the next chat turn starts with these tokens
             self.runner.prefixes.park(seq.row, (seq.prompt_ids + seq.output_ids)[: seq.num_cached])
         self.scheduler.remove(seq)
         self.stats.finished += 1
-        return self._finish(seq, reason, text, logprobs=logprobs, token_ids=token_ids)
+        return self._finish(seq, reason, text, logprobs=logprobs, token_ids=token_ids, error=error)
 
     def _finish(self, seq: Sequence, reason: FinishReason, text: str, logprobs=(), token_ids=(), error=None):
         seq.status, seq.finish_reason = SeqStatus.FINISHED, reason

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from streamchat.engine.grammar.masks import apply_masks
 from streamchat.engine.types import SamplingParams
+
+Masks = tuple[list[int], torch.Tensor]  # batch rows under a grammar, and one bitmask row for each
 
 
 @dataclass
@@ -33,21 +36,28 @@ class Sampled:
     top: tuple[tuple[int, float], ...] = ()
 
 
-def sample(logits: torch.Tensor, rows: list[RowState], shared_rng: torch.Generator) -> list[Sampled]:
-    """Pick one token per row. logits: [batch, vocab] (float32)."""
+def sample(
+    logits: torch.Tensor, rows: list[RowState], shared_rng: torch.Generator, masks: Masks | None = None
+) -> list[Sampled]:
+    """Pick one token per row. logits: [batch, vocab] (float32). `masks` restricts the rows that
+    follow a grammar to the tokens it allows; the other rows are not touched."""
     logits = logits.float()
     want_logprobs = any(r.params.logprobs for r in rows)
     raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None  # [batch, vocab]
-    logits = _apply_penalties_and_bans(logits, rows)
+    logits = _restricted(logits, rows, masks)
     tokens = _choose(logits, rows, shared_rng)
     return [_with_logprobs(i, tok, rows[i], raw_logprobs) for i, tok in enumerate(tokens)]
 
 
-def _apply_penalties_and_bans(logits: torch.Tensor, rows: list[RowState]) -> torch.Tensor:
+def _restricted(logits: torch.Tensor, rows: list[RowState], masks: Masks | None) -> torch.Tensor:
+    """Penalties, bans and grammar masks, on a copy (the runner's buffer is not ours to write)."""
     needs = [i for i, r in enumerate(rows) if r.params.needs_penalties or r.banned_ids]
-    if not needs:
+    masked = masks is not None and bool(masks[0])
+    if not needs and not masked:
         return logits
     logits = logits.clone()
+    if masked:
+        apply_masks(logits, *masks)
     for i in needs:
         r = rows[i]
         if r.params.needs_penalties:

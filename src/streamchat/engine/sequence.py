@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from streamchat.engine.answer_text import AnswerText
+from streamchat.engine.grammar.constraint import Constraint
 from streamchat.engine.types import FinishReason, GenerationRequest
 
 
@@ -39,6 +40,10 @@ class Sequence:
     @property
     def id(self) -> str:
         return self.request.request_id
+
+    @property
+    def constraint(self) -> Constraint | None:
+        return self.request.constraint
 
     @property
     def prompt_ids(self) -> list[int]:

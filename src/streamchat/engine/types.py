@@ -11,6 +11,10 @@ import enum
 import itertools
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streamchat.engine.grammar.constraint import Constraint
 
 
 class FinishReason(enum.StrEnum):
@@ -68,6 +72,7 @@ class GenerationRequest:
     request_id: str = field(default_factory=new_request_id)
     arrival_time: float = field(default_factory=time.monotonic)  # queue time is measured from here
     owner: str | None = None  # whose request it is (an API key's digest), for per-key limits
+    constraint: Constraint | None = None  # a compiled grammar the answer must follow (None: free text)
 
 
 @dataclass(frozen=True)
