@@ -14,6 +14,7 @@ from typing import get_args
 from pydantic import ValidationError
 
 from streamchat.config import Settings
+from streamchat.engine.remote_code.shipped import refusal
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +25,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         default = field.get_default(call_default_factory=True)
         help_text = f"{field.description or ''} (env {env}; default {default})".strip()
         choices = get_args(field.annotation) if "Literal" in str(field.annotation) else None
-        p.add_argument(flag, dest=name, default=None, help=help_text, choices=choices or None)
+        # a switch given alone means true: `--trust-remote-code` as well as `--trust-remote-code true`
+        switch = {"nargs": "?", "const": "true"} if field.annotation is bool else {}
+        p.add_argument(flag, dest=name, default=None, help=help_text, choices=choices or None, **switch)
 
 
 def _chat_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]) or "settings"
             print(f"streamchat: invalid setting {key}={err.get('input')!r}: {err['msg']}", file=sys.stderr)
+        return 2
+    refused = refusal(settings.model, settings.trust_remote_code)
+    if refused is not None:  # before the server starts: nothing it would load runs
+        print(f"streamchat: {refused}", file=sys.stderr)
         return 2
     from streamchat.server import serve
 

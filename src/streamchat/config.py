@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     seed: int = 0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_prompts: bool = Field(False, description="log prompts and answers (private: off by default)")
+    trust_remote_code: bool = Field(
+        False,
+        description="run the Python code a model folder ships beside its weights (auto_map in config.json), "
+        "as ChatGLM's do; read it first: it runs with the server's rights",
+    )
 
     @field_validator("cors_origins", "api_key", mode="before")
     @classmethod

@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator
 
 from fastapi.responses import Response
 
+from streamchat.api.errors import APIError
 from streamchat.api.ready import Ready, engine_stopped
 from streamchat.api.request_log import log_answer
-from streamchat.engine.async_engine import EngineDeadError
+from streamchat.engine.async_engine import EngineDeadError, RequestNotSupportedError
 from streamchat.engine.types import Delta, GenerationRequest
 from streamchat.sse.response import sse_response
 from streamchat.streams.log import StreamEvent
@@ -35,6 +36,8 @@ def submit(ready: Ready, request: GenerationRequest, owner: str | None) -> Async
         generated = ready.engine.generate(request)
     except EngineDeadError as exc:  # the engine died after readiness was checked
         raise engine_stopped() from exc
+    except RequestNotSupportedError as exc:
+        raise APIError(400, str(exc), param=exc.param) from exc
     deltas = ready.state.metrics.observe(generated)
     if ready.state.settings.log_prompts:
         deltas = log_answer(deltas)

@@ -20,6 +20,7 @@ from streamchat.engine.sampling_defaults import merged, parse
 
 if TYPE_CHECKING:
     from streamchat.engine.llamacpp.loader import LoadedGGUF
+    from streamchat.engine.remote_code.loader import StreamChatModel
     from streamchat.engine.transformers.loader import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,31 @@ class BuiltEngine:
 def build_engine(settings: Settings) -> BuiltEngine:
     backend = choose_backend(settings)
     log.info("engine backend: %s", backend)
-    llm, loaded = _BACKENDS[backend](settings)
+    remote = None
+    if backend == "transformers":
+        from streamchat.engine.remote_code.loader import StreamChatModel, load_remote_code
+
+        remote = load_remote_code(settings)  # None unless the model folder ships code; refused without the flag
+        if isinstance(remote, StreamChatModel):
+            return _stream_chat_engine(remote, settings)
+    llm, loaded = _transformers_engine(settings, remote) if remote is not None else _BACKENDS[backend](settings)
     name = settings.served_model_name or loaded.name
     defaults = merged(loaded.sampling_defaults, not settings.model, parse(settings.sampling_defaults))
     log.info("sampling defaults for requests that leave them unset: %s", defaults or "none")
     grammars = GrammarCompiler(loaded.tokenizer, llm.eos_token_ids)
     return BuiltEngine(AsyncEngine(llm), name, loaded.max_model_len, loaded.tokenizer, defaults, grammars)
+
+
+def _stream_chat_engine(model: StreamChatModel, settings: Settings) -> BuiltEngine:
+    """A model that answers through its own stream_chat, one request at a time (engine/remote_code/)."""
+    from streamchat.engine.remote_code.chat_call import honoured_defaults
+    from streamchat.engine.remote_code.engine import serving
+
+    engine, tokenizer = serving(model)
+    defaults = {**model.sampling_defaults, **honoured_defaults(parse(settings.sampling_defaults))}
+    log.info("sampling defaults for requests that leave them unset: %s", defaults or "none")
+    name = settings.served_model_name or model.name
+    return BuiltEngine(engine, name, model.max_model_len, tokenizer, defaults)
 
 
 def choose_backend(settings: Settings) -> str:
@@ -66,20 +86,12 @@ def llama_cpp_available() -> bool:
 _Built = tuple[LLMEngine, "LoadedModel | LoadedGGUF"]  # the engine, and what its loader read
 
 
-def _transformers_engine(settings: Settings) -> _Built:
-    from streamchat.engine.transformers.loader import load_transformers
+def _transformers_engine(settings: Settings, loaded: LoadedModel | None = None) -> _Built:
+    """`loaded`: a model that ships its own code, already loaded (engine/remote_code/loader.py)."""
     from streamchat.engine.transformers.runner import TransformersRunner
 
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    loaded = load_transformers(
-        settings.model,
-        settings.device,
-        settings.dtype,
-        settings.cache_dir,
-        settings.max_model_len,
-        settings.linear_dtype,
-    )
+    if loaded is None:
+        loaded = _load_transformers(settings)
     runner = TransformersRunner(loaded.model)
     ceiling = settings.max_num_seqs * loaded.max_model_len
     cache_tokens = cache_budget(
@@ -87,6 +99,29 @@ def _transformers_engine(settings: Settings) -> _Built:
     )
     runner.cache.limit(settings.max_num_seqs, cache_tokens)
     return _built(runner, loaded, settings, cache_tokens)
+
+
+def _load_transformers(settings: Settings) -> LoadedModel:
+    from streamchat.engine.remote_code.shipped import refused_by_transformers
+    from streamchat.engine.transformers.loader import load_transformers
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    try:
+        return load_transformers(
+            settings.model,
+            settings.device,
+            settings.dtype,
+            settings.cache_dir,
+            settings.max_model_len,
+            settings.linear_dtype,
+            settings.trust_remote_code,
+        )
+    except ValueError as exc:  # transformers refusing a hub model's code: say which flag allows it
+        refused = refused_by_transformers(settings.model, exc)
+        if refused is None:
+            raise
+        raise refused from exc
 
 
 def _llamacpp_engine(settings: Settings) -> _Built:

@@ -61,6 +61,7 @@ def load_transformers(
     cache_dir: Path,
     max_model_len: int | None,
     linear_dtype: str = "float32",
+    trust_remote_code: bool = False,
 ) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -74,8 +75,8 @@ def load_transformers(
         folder = str(path) if path is not None else name
     log.info("loading %s from %s (%s, %s)", name, folder, dev, dt)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt, trust_remote_code=trust_remote_code)
     except OSError as exc:
         raise ModelNotFoundError(f"cannot load model '{spec}': {exc}") from exc
     model.to(dev).eval()
