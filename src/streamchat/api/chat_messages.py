@@ -34,10 +34,10 @@ def _message(index: int, m: ChatMessage, native: bool) -> Message:
     try:
         content = m.text()
     except ValueError as exc:
-        raise APIError(400, f"{where}: {exc}", param=where) from exc
+        raise APIError(400, f"{where}: {exc}", param="messages") from exc
     if m.role == "tool":
         if not m.tool_call_id:
-            raise APIError(400, f"{where}: a tool message needs 'tool_call_id'", param=where)
+            raise APIError(400, f"{where}: a tool message needs 'tool_call_id'", param="messages")
         if native:
             return {"role": "tool", "content": content, "tool_call_id": m.tool_call_id}
         return {"role": "user", "content": f"<tool_response>\n{content}\n</tool_response>"}
@@ -56,4 +56,4 @@ def _arguments(text: str, where: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise APIError(400, f"{where}: tool call arguments are not JSON ({exc.msg})", param=where) from exc
+        raise APIError(400, f"{where}: tool call arguments are not JSON ({exc.msg})", param="messages") from exc

@@ -59,6 +59,8 @@ def json_value_end(text: str, start: int) -> int:
     depth, in_string, escaped = 0, False, False
     for i in range(start, len(text)):
         ch = text[i]
+        if depth == 0 and not in_string and i > start and text[start] not in '"{[' and ch in ",}] \n":
+            return i  # a bare number, true, false or null ends here
         if in_string:
             if escaped:
                 escaped = False
@@ -76,8 +78,6 @@ def json_value_end(text: str, start: int) -> int:
             depth -= 1
             if depth == 0:
                 return i + 1
-        elif depth == 0 and ch in ",}\n" and i > start:
-            return i  # a bare number, true, false or null ends here
     return len(text)
 
 

@@ -97,7 +97,7 @@ def _grammar(tools: list[Tool], mode: str, parallel: bool) -> str:
         "anyOf": [
             {
                 "type": "object",
-                "properties": {"name": {"const": t.function.name}, "arguments": t.function.parameters},
+                "properties": {"name": {"const": t.function.name}, "arguments": specs.closed(t.function.parameters)},
                 "required": ["name", "arguments"],
                 "additionalProperties": False,
             }

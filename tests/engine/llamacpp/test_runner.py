@@ -332,3 +332,34 @@ def test_prefix_reuse_gives_the_same_answer_with_less_prefill(gguf: LoadedGGUF) 
     assert plain_prefill == n
     assert reused >= len(first)  # at least the whole first prompt came from the parked turn
     assert reuse_prefill == n - reused
+
+
+def test_free_rows_answer_the_same_beside_rows_under_a_grammar(gguf: LoadedGGUF) -> None:
+    """Constrained rows share the batch; the free greedy rows answer exactly as alone, and every
+    constrained answer is the JSON its schema asks for, ended as soon as it is complete."""
+    import json
+
+    from streamchat.engine.grammar import specs
+    from streamchat.engine.grammar.compiler import GrammarCompiler
+
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "maxLength": 24}, "sure": {"type": "boolean"}},
+        "required": ["answer", "sure"],
+    }
+    compiler = GrammarCompiler(gguf.tokenizer, gguf.eos_token_ids)
+    fixed = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+    prompts = [chat(gguf, q) for q in QUESTIONS[:6]]
+    alone = [tokens(next(iter(run(make_engine(gguf), [GenerationRequest(p, fixed)]).values()))) for p in prompts]
+    free = [GenerationRequest(p, fixed) for p in prompts]
+    shaped = [
+        GenerationRequest(p, SamplingParams(max_tokens=200, temperature=t, seed=3), constraint=compiler.compile(
+            specs.json_schema(schema), "schema"))
+        for p, t in zip(prompts, [0.0, 0.7] * 3, strict=True)
+    ]  # fmt: skip
+    out = run(make_engine(gguf), [r for pair in zip(free, shaped, strict=True) for r in pair])
+    assert [tokens(out[r.request_id]) for r in free] == alone
+    for r in shaped:
+        deltas = out[r.request_id]
+        assert deltas[-1].finish_reason is FinishReason.STOP
+        assert set(json.loads(text(deltas))) == {"answer", "sure"}
