@@ -13,7 +13,7 @@ from typing import TypeVar
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from streamchat.api import errors, health, openai, resume, seed
+from streamchat.api import anthropic, errors, health, ollama, openai, responses, resume, seed
 from streamchat.api.json_body import JSONBodyMiddleware
 from streamchat.api.request_log import RequestLogMiddleware
 from streamchat.api.size_limits import SizeLimitMiddleware
@@ -64,6 +64,9 @@ def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(openai.router)
+    app.include_router(anthropic.router)
+    app.include_router(ollama.router)
+    app.include_router(responses.router)
     app.include_router(resume.router)
     app.include_router(seed.router)
     return app

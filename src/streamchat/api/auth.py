@@ -1,10 +1,10 @@
 """API keys: Bearer auth on every model route, compared in constant time.
 
 With no key configured every route is open, as in the seed. With keys, a request must send
-`Authorization: Bearer KEY`. The browser's `EventSource` cannot set headers, so the GET routes
-that it opens (`/stream`, `/v1/streams/{id}`) also take `?api_key=`. Every configured key is
-compared with `hmac.compare_digest`, with no early exit, so timing tells nothing about which
-prefix matched.
+`Authorization: Bearer KEY`, or `x-api-key: KEY` as Anthropic's clients do. The browser's
+`EventSource` cannot set headers, so the GET routes that it opens (`/stream`, `/v1/streams/{id}`)
+also take `?api_key=`. Every configured key is compared with `hmac.compare_digest`, with no early
+exit, so timing tells nothing about which prefix matched.
 
 The caller's identity is the key's digest (`Owner`): requests and streams are counted and owned
 by it, and the key itself is never kept in the clear.
@@ -29,6 +29,8 @@ def presented_key(request: Request) -> str | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
+    if request.headers.get("x-api-key", "").strip():
+        return request.headers["x-api-key"].strip()
     if request.method == "GET" and request.url.path.startswith(_QUERY_KEY_PATHS):
         return request.query_params.get("api_key") or None
     return None

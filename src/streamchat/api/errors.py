@@ -1,8 +1,10 @@
-"""One error shape for every route: OpenAI's `{"error": {message, type, param, code}}`.
+"""Errors in the shape each protocol's clients parse; OpenAI's `{"error": {message, type, param, code}}`
+everywhere but on the Anthropic and Ollama routes.
 
 Handlers raise `APIError`; FastAPI's validation errors and malformed JSON are turned into the same
 shape with status 400 and the offending field named in `param`, so no client ever sees a 422 or
-a 500 for bad input.
+a 500 for bad input. The route decides the shape: `/v1/messages…` answers as Anthropic does
+(`{"type": "error", "error": {type, message}}`), `/api/…` as Ollama does (`{"error": message}`).
 """
 
 from __future__ import annotations
@@ -56,13 +58,43 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
     }
 
 
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_error_body(status: int, message: str) -> dict:
+    return {
+        "type": "error",
+        "error": {"type": _ANTHROPIC_TYPES.get(status, "invalid_request_error"), "message": message},
+    }
+
+
+def shaped_error(
+    request: Request, status: int, message: str, param: str | None = None, code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:  # fmt: skip
+    """The error response in the shape of the protocol `request` speaks."""
+    path = request.url.path
+    if path.startswith("/v1/messages"):
+        body = anthropic_error_body(status, message)
+    elif path.startswith("/api/"):
+        body = {"error": message}
+    else:
+        body = error_body(status, message, param, code)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 def generation_failed_event(reason: str) -> StreamEvent:
     """The `event: error` a stream sends when generation fails after the response has started."""
     return StreamEvent("error", to_json(error_body(500, f"generation failed: {reason}", code="generation_failed")))
-
-
-def error_response(exc: APIError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -88,21 +120,19 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return shaped_error(request, exc.status, exc.message, exc.param, exc.code, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
-        return JSONResponse(error_body(400, message, param), status_code=400)
+        return shaped_error(request, 400, message, param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
-        )
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return shaped_error(request, exc.status_code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, _exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return JSONResponse(error_body(500, "internal server error"), status_code=500)
+        return shaped_error(request, 500, "internal server error")

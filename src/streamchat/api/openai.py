@@ -15,18 +15,15 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from streamchat.api.auth import Owner, require_key
-from streamchat.api.chat_messages import template_messages
 from streamchat.api.disconnect import ClientDisconnectedError, disconnected_response, unless_disconnected
 from streamchat.api.errors import APIError, generation_failed_event
+from streamchat.api.generation import completion_prompt, generation_request, prepare_chat
 from streamchat.api.openai_schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from streamchat.api.openai_shapes import ChatShape, CompletionShape, Shape, usage
 from streamchat.api.ready import Ready, ReadyServer
-from streamchat.api.structured_outputs import GrammarRequest, compile_constraint, requested_grammar
+from streamchat.api.structured_outputs import compile_constraint, requested_grammar
 from streamchat.api.submission import admit, stream_response, submit
-from streamchat.api.token_limits import check_max_tokens, check_prompt_tokens
-from streamchat.api.tools import plan, template_knows_tools
-from streamchat.chat.prompt import render
-from streamchat.engine.types import Delta, GenerationRequest
+from streamchat.engine.types import Delta
 from streamchat.sse.framing import DONE, to_json
 from streamchat.streams.log import StreamEvent
 
@@ -60,24 +57,9 @@ def _model_card(ready: Ready) -> dict:
 async def chat_completions(body: ChatCompletionRequest, ready: ReadyServer, owner: Owner, http: Request) -> Response:
     ready.check_model_name(body.model)
     admit(ready, owner)  # before any tokenizer work
-    tools = plan(body.tools, body.tool_choice, body.parallel_tool_calls)
-    grammar = requested_grammar(body)
-    if tools.grammar is not None:
-        if grammar is not None:
-            raise APIError(400, f"'{grammar.param}' cannot be combined with tool calls", param=grammar.param)
-        grammar = GrammarRequest(tools.grammar, tools.description, "tools")
-    tokenizer = ready.model.tokenizer
-    native = template_knows_tools(tokenizer)
-    messages = template_messages(body.messages, tools.tools, native)
-    definitions = [t.model_dump(exclude_none=True) for t in tools.tools] if native else None
-    prompt_ids = render(tokenizer, messages, definitions)
-    request = _generation_request(
-        body, prompt_ids, ready, body.logprobs, body.top_logprobs if body.logprobs else 0, "messages"
-    )
-    if grammar is not None:
-        request.constraint = await compile_constraint(ready, grammar)
-    shape = ChatShape(f"chatcmpl-{uuid.uuid4().hex}", ready.model.name, reads_tool_calls=tools.grammar is not None)
-    return await _respond(ready, body, submit(ready, request, owner), shape, http, owner)
+    chat = await prepare_chat(ready, body)
+    shape = ChatShape(f"chatcmpl-{uuid.uuid4().hex}", ready.model.name, reads_tool_calls=chat.reads_tool_calls)
+    return await _respond(ready, body, submit(ready, chat.request, owner), shape, http, owner)
 
 
 @router.post("/completions", response_model=None)
@@ -86,60 +68,13 @@ async def completions(body: CompletionRequest, ready: ReadyServer, owner: Owner,
     admit(ready, owner)  # before any tokenizer work
     if body.echo or body.suffix:
         raise APIError(400, "'echo' and 'suffix' are not supported", param="echo" if body.echo else "suffix")
-    prompt_ids = _completion_prompt(body.prompt, ready)
-    request = _generation_request(body, prompt_ids, ready, body.logprobs is not None, body.logprobs or 0, "prompt")
+    prompt_ids = completion_prompt(body.prompt, ready)
+    request = generation_request(body, prompt_ids, ready, body.logprobs is not None, body.logprobs or 0, "prompt")
     grammar = requested_grammar(body)
     if grammar is not None:
         request.constraint = await compile_constraint(ready, grammar)
     shape = CompletionShape(f"cmpl-{uuid.uuid4().hex}", ready.model.name)
     return await _respond(ready, body, submit(ready, request, owner), shape, http, owner)
-
-
-def _completion_prompt(prompt: str | list, ready: Ready) -> list[int]:
-    tokenizer = ready.model.tokenizer
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
-        prompt = prompt[0]
-    if isinstance(prompt, str):
-        ids = tokenizer.encode(prompt)
-    elif prompt and all(isinstance(t, int) for t in prompt):
-        ids = list(prompt)
-    else:
-        raise APIError(
-            400, "'prompt' must be one string or one list of token ids (batches are not supported)", param="prompt"
-        )
-    if not ids:
-        raise APIError(400, "'prompt' must not be empty", param="prompt")
-    vocab = len(tokenizer)
-    if any(t < 0 or t >= vocab for t in ids):
-        raise APIError(400, f"'prompt' holds token ids outside the vocabulary (0..{vocab - 1})", param="prompt")
-    return ids
-
-
-def _generation_request(
-    body: SamplingFields, prompt_ids: list[int], ready: Ready, logprobs: bool, top_logprobs: int, prompt_param: str
-) -> GenerationRequest:
-    """`prompt_param` names the field that holds the prompt ('messages' or 'prompt') in errors."""
-    info, settings = ready.model, ready.state.settings
-    room = info.max_model_len - len(prompt_ids)
-    asked = body.requested_max_tokens
-    length_param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-    check_prompt_tokens(settings.max_prompt_tokens, len(prompt_ids), prompt_param)
-    check_max_tokens(settings.max_tokens_limit, asked, length_param)
-    vocab = len(info.tokenizer)
-    if any(t < 0 or t >= vocab for t in body.stop_token_ids or ()):  # out of range they would fail the whole batch
-        raise APIError(400, f"'stop_token_ids' must be token ids (0..{vocab - 1})", param="stop_token_ids")
-    if room < 1 or (asked is not None and asked > room):
-        want = asked if asked is not None else 1
-        raise APIError(
-            400,
-            f"This model's maximum context length is {info.max_model_len} tokens. However, you requested "
-            f"{len(prompt_ids) + want} tokens ({len(prompt_ids)} in the messages, {want} in the completion). "
-            "Please reduce the length of the messages or completion.",
-            param=prompt_param if room < 1 else length_param,
-            code="context_length_exceeded",
-        )
-    max_tokens = asked if asked is not None else min(room, settings.max_tokens_limit or room)
-    return GenerationRequest(prompt_ids, body.sampling(max_tokens, logprobs, top_logprobs, info.sampling_defaults))
 
 
 async def _respond(
