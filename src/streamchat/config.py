@@ -77,6 +77,10 @@ class Settings(BaseSettings):
         description="defaults for sampling settings a request leaves unset, "
         "e.g. 'repetition_penalty=1.1,temperature=0.7' (over the model's own and the embedded model's)",
     )
+    responses_store_size: int = Field(1000, ge=1, description="stored Responses API responses kept (oldest go first)")
+    responses_store_ttl: float = Field(
+        86400.0, gt=0, description="seconds a stored Responses API response is kept after it was created"
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir)
     seed: int = 0
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -28,3 +28,5 @@ _.send_400_response, _.capture_signals
 # request fields read through model_dump or getattr by name (structured outputs, tools)
 modalities, strict, json_, json_object, guided_json, guided_regex, guided_choice, guided_grammar
 _._no_unsupported_fields, _._schema_given
+# Responses API routes and request fields read by name
+create_response, get_response, cancel_response, delete_response, verbosity

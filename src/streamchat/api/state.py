@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from streamchat.api.admission import Admission, FailedAuthThrottle
 from streamchat.api.metrics import Metrics
+from streamchat.api.response_store import ResponseStore
 from streamchat.config import Settings
 from streamchat.engine.async_engine import AsyncEngine
 from streamchat.engine.grammar.compiler import GrammarCompiler
@@ -43,6 +44,7 @@ class ServerState:
     admission: Admission = field(init=False)
     auth_throttle: FailedAuthThrottle | None = field(init=False)
     metrics: Metrics = field(init=False)
+    responses: ResponseStore = field(init=False)  # the Responses API's stored responses
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -51,6 +53,7 @@ class ServerState:
         self.auth_throttle = FailedAuthThrottle(s.auth_failures_per_minute) if s.auth_failures_per_minute else None
         self.streams = StreamManager(MemoryStreamLog(s.stream_retention, s.stream_log_bytes), s.resume_grace)
         self.metrics = Metrics(self)
+        self.responses = ResponseStore(s.responses_store_size, s.responses_store_ttl)
 
     @property
     def busy(self) -> bool:

@@ -72,6 +72,7 @@ class _Live:
     reaper: asyncio.Task | None = None
     ending: Ending | None = None
     entered: bool = False  # the producer has started iterating its events
+    detached: bool = False  # runs to its end whether or not anyone reads it (background work)
 
 
 @dataclass
@@ -90,12 +91,19 @@ class StreamManager:
     counters: StreamCounters = field(default_factory=StreamCounters)
     _live: dict[str, _Live] = field(default_factory=dict)
 
-    async def start(self, events: AsyncIterator[StreamEvent], resumable: bool = True, owner: str | None = None) -> str:
-        """Start producing `events` into a new stream owned by `owner`; return its id."""
+    async def start(
+        self,
+        events: AsyncIterator[StreamEvent],
+        resumable: bool = True,
+        owner: str | None = None,
+        detached: bool = False,
+    ) -> str:
+        """Start producing `events` into a new stream owned by `owner`; return its id. A `detached`
+        stream is never abandoned: it runs to its end (or a cancel) even when no reader is left."""
         stream_id = secrets.token_hex(16)
         await self.log.create(stream_id, owner)
         task = asyncio.create_task(self._produce(stream_id, events), name=f"stream-{stream_id}")
-        self._live[stream_id] = _Live(task, events, resumable)
+        self._live[stream_id] = _Live(task, events, resumable, detached=detached)
         self.counters.started += 1
         return stream_id
 
@@ -150,6 +158,8 @@ class StreamManager:
             await self._stop(stream_id, live, SHUTDOWN)
 
     def _reader_left(self, stream_id: str, live: _Live) -> None:
+        if live.detached:
+            return
         if not live.resumable:
             live.ending = live.ending or ABANDONED
             live.producer.cancel()
