@@ -65,6 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     if refused is not None:  # before the server starts: nothing it would load runs
         print(f"streamchat: {refused}", file=sys.stderr)
         return 2
+    if settings.models_file is not None:
+        from streamchat.models_file import ModelsFileError, read_models_file
+
+        try:
+            entries = read_models_file(settings.models_file, settings)
+        except ModelsFileError as exc:
+            print(f"streamchat: {exc}", file=sys.stderr)
+            return 2
+        for entry in entries:
+            refused = refusal(entry.settings.model, entry.settings.trust_remote_code)
+            if refused is not None:
+                print(f"streamchat: [models.{entry.name}]: {refused}", file=sys.stderr)
+                return 2
     from streamchat.server import serve
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

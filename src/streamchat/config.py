@@ -77,6 +77,9 @@ class Settings(BaseSettings):
         description="defaults for sampling settings a request leaves unset, "
         "e.g. 'repetition_penalty=1.1,temperature=0.7' (over the model's own and the embedded model's)",
     )
+    models_file: Path | None = Field(
+        None, description="a TOML file of more models to serve beside --model, each under its name (docs/models.md)"
+    )
     responses_store_size: int = Field(1000, ge=1, description="stored Responses API responses kept (oldest go first)")
     responses_store_ttl: float = Field(
         86400.0, gt=0, description="seconds a stored Responses API response is kept after it was created"
@@ -109,7 +112,7 @@ class Settings(BaseSettings):
         parse(v)  # names and ranges checked at start-up
         return v
 
-    @field_validator("api_key_file")
+    @field_validator("api_key_file", "models_file")
     @classmethod
     def _key_file_exists(cls, v: Path | None) -> Path | None:
         if v is not None and not v.is_file():

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from streamchat.api.app import in_passing_thread
+from streamchat.api.threads import in_passing_thread
 
 
 def test_the_work_runs_on_a_thread_that_has_ended_when_its_result_arrives() -> None:

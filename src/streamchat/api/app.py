@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
-from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from streamchat.api import anthropic, errors, health, ollama, openai, responses, resume, seed
 from streamchat.api.json_body import JSONBodyMiddleware
+from streamchat.api.model_slots import ExtraModels, model_info
 from streamchat.api.request_log import RequestLogMiddleware
 from streamchat.api.size_limits import SizeLimitMiddleware
-from streamchat.api.state import ModelInfo, ServerState
+from streamchat.api.state import ServerState
+from streamchat.api.threads import in_passing_thread
 from streamchat.api.wire import WireMetricsMiddleware
 from streamchat.config import Settings
 from streamchat.engine.factory import BuiltEngine, build_engine
+from streamchat.models_file import read_models_file
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+
 
 
 def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
@@ -33,8 +32,12 @@ def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         task = None
+        if settings.models_file is not None:
+            state.extra_models = ExtraModels(read_models_file(settings.models_file, settings))
         if built is not None:
             _attach(state, built)
+            if state.extra_models is not None:
+                task = asyncio.create_task(state.extra_models.start())
         else:
             task = asyncio.create_task(_load(state))
         try:
@@ -43,6 +46,8 @@ def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
             if task is not None:
                 task.cancel()
             await state.streams.shutdown()
+            if state.extra_models is not None:
+                await state.extra_models.stop()
             if state.engine is not None:
                 state.engine.stop()
 
@@ -75,47 +80,8 @@ def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
 def _attach(state: ServerState, built: BuiltEngine) -> None:
     built.engine.on_death = lambda exc: state.on_fatal and state.on_fatal(f"engine thread died: {exc!r}")
     built.engine.start()
-    state.model = ModelInfo(
-        built.name,
-        built.max_model_len,
-        built.tokenizer,
-        int(time.time()),
-        dict(built.sampling_defaults),
-        built.grammars,
-    )
+    state.model = model_info(built)
     state.engine = built.engine
-
-
-async def in_passing_thread(fn: Callable[..., T], *args: object) -> T:
-    """Run `fn(*args)` on a thread of its own that ends with it, and await the result.
-
-    Why not `asyncio.to_thread`: GNU OpenMP keeps a team of worker threads for every thread that
-    ran a parallel region. A pool thread that loaded the model would keep its team beside the
-    engine thread's, and with more OpenMP threads than cores libgomp stops spinning and wakes its
-    workers through futexes at every op: the transformers engine decoded ~1.5x slower. A thread
-    that ends takes its team with it.
-    """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, exc: BaseException | None) -> None:
-        if done.done():  # the awaiting task was cancelled (server stopping during the load)
-            return
-        if exc is not None:
-            done.set_exception(exc)
-        else:
-            done.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            result = fn(*args)
-        except BaseException as exc:  # handed to the awaiting task, which logs it
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=run, name="streamchat-load", daemon=True).start()
-    return await done
 
 
 async def _load(state: ServerState) -> None:
@@ -127,3 +93,5 @@ async def _load(state: ServerState) -> None:
         return
     _attach(state, built)
     log.info("serving %s", built.name)
+    if state.extra_models is not None:
+        await state.extra_models.start()

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from streamchat.api.auth import health_access, metrics_access
+from streamchat.api.model_slots import ModelSlot
 from streamchat.api.state import State
 
 router = APIRouter()
@@ -27,17 +28,29 @@ async def health(state: State) -> JSONResponse:
     if not state.engine.alive:
         return JSONResponse({"status": "error", "error": "engine stopped"}, status_code=503)
     snap = state.engine.snapshot()
-    return JSONResponse(
-        {
-            "status": "ok",
-            "model": state.model.name,
-            "running": snap.running,
-            "waiting": snap.waiting,
-            "finished": snap.counters.finished,
-            "aborted": snap.counters.aborted,
-            "streams": asdict(state.streams.counters),
-        }
-    )
+    body = {
+        "status": "ok",
+        "model": state.model.name,
+        "running": snap.running,
+        "waiting": snap.waiting,
+        "finished": snap.counters.finished,
+        "aborted": snap.counters.aborted,
+        "streams": asdict(state.streams.counters),
+    }
+    if state.extra_models is not None:
+        body["models"] = {name: _slot_health(slot) for name, slot in state.extra_models.slots.items()}
+    return JSONResponse(body)
+
+
+def _slot_health(slot: ModelSlot) -> dict:
+    """A model beside the default one: whether it is loaded, and its load when it is."""
+    out: dict = {"status": slot.status}
+    if slot.error:
+        out["error"] = slot.error
+    if slot.engine is not None:
+        snap = slot.engine.snapshot()
+        out |= {"running": snap.running, "waiting": snap.waiting, "finished": snap.counters.finished}
+    return out
 
 
 @router.get("/metrics", dependencies=[Depends(metrics_access)], response_class=Response)

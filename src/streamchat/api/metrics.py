@@ -112,9 +112,26 @@ class _StateCollector(Collector):
                 "streamchat_grammar_mask_seconds", "Per step, computing the grammar masks of constrained rows "
                 "(recent steps)", snap.mask_seconds,
             )  # fmt: skip
+        if self.state.extra_models is not None:
+            yield from _model_gauges(self.state)
         counters = self.state.streams.counters
         for name, attr, doc in _STREAM_COUNTERS:
             yield CounterMetricFamily(name, doc, value=getattr(counters, attr))
+
+
+def _model_gauges(state: ServerState) -> Iterator[Metric]:
+    """Per model served beside the default one (the unlabelled figures are the default model's)."""
+    loaded = GaugeMetricFamily("streamchat_model_loaded", "1 when the model is loaded and serving", labels=["model"])
+    running = GaugeMetricFamily("streamchat_model_requests_running", "Sequences running, per model", labels=["model"])
+    generated = CounterMetricFamily(
+        "streamchat_model_generation_tokens", "Tokens generated, per model", labels=["model"]
+    )
+    for name, slot in state.extra_models.slots.items():  # type: ignore[union-attr]
+        loaded.add_metric([name], 1.0 if slot.status == "ready" else 0.0)
+        snap = slot.engine.snapshot() if slot.engine is not None else None
+        running.add_metric([name], snap.running if snap is not None else 0)
+        generated.add_metric([name], snap.counters.generated_tokens if snap is not None else 0)
+    yield from (loaded, running, generated)
 
 
 def _quantiles(name: str, doc: str, samples: tuple[float, ...]) -> Metric:
@@ -142,4 +159,3 @@ _STREAM_COUNTERS = (
     ("streamchat_streams_abandoned", "abandoned", "Dropped streams nobody resumed within the grace period"),
     ("streamchat_streams_cancelled", "cancelled", "Streams cancelled with DELETE /v1/streams/{id}"),
 )
-

@@ -21,6 +21,7 @@ from streamchat.api.generation import completion_prompt, generation_request, pre
 from streamchat.api.openai_schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from streamchat.api.openai_shapes import ChatShape, CompletionShape, Shape, usage
 from streamchat.api.ready import Ready, ReadyServer
+from streamchat.api.state import ModelInfo
 from streamchat.api.structured_outputs import compile_constraint, requested_grammar
 from streamchat.api.submission import admit, stream_response, submit
 from streamchat.engine.types import Delta
@@ -32,17 +33,25 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 
 @router.get("/models")
 async def list_models(ready: ReadyServer) -> dict:
-    return {"object": "list", "data": [_model_card(ready)]}
+    """Every served model, the default first; one not loaded yet says so in `status`."""
+    cards = [_model_card(ready.model, "ready")]
+    extra = ready.state.extra_models
+    for name, slot in extra.slots.items() if extra is not None else ():
+        cards.append(
+            _model_card(slot.info, slot.status) if slot.info is not None else _unloaded_card(name, slot.status)
+        )
+    return {"object": "list", "data": cards}
 
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, ready: ReadyServer) -> dict:
-    ready.check_model_name(model_id)
-    return _model_card(ready)
+    cards = {card["id"]: card for card in (await list_models(ready))["data"]}
+    if model_id not in cards:
+        ready.check_model_name(model_id)  # the 404 naming the served models
+    return cards[model_id]
 
 
-def _model_card(ready: Ready) -> dict:
-    info = ready.model
+def _model_card(info: ModelInfo, status: str) -> dict:
     return {
         "id": info.name,
         "object": "model",
@@ -50,7 +59,12 @@ def _model_card(ready: Ready) -> dict:
         "owned_by": "streamchat",
         "max_model_len": info.max_model_len,
         "sampling_defaults": info.sampling_defaults,
+        "status": status,
     }
+
+
+def _unloaded_card(name: str, status: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "streamchat", "status": status}
 
 
 @router.post("/chat/completions", response_model=None)

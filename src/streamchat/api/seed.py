@@ -23,7 +23,7 @@ from pydantic import ConfigDict, Field, field_validator
 from streamchat.api.auth import Owner, require_key
 from streamchat.api.disconnect import ClientDisconnectedError, disconnected_response, unless_disconnected
 from streamchat.api.errors import APIError, generation_failed_event
-from streamchat.api.ready import Ready, ReadyServer, ready
+from streamchat.api.ready import Ready, ReadyServer, ready_now
 from streamchat.api.resume import resume_point, resume_response
 from streamchat.api.state import State
 from streamchat.api.submission import admit, stream_response, submit
@@ -151,7 +151,7 @@ async def stream_get(
         )
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; deep nesting recurses
         raise APIError(400, f"invalid query: {exc}", param="history" if history else "prompt") from exc
-    return await _stream(body, ready(state), owner)
+    return await _stream(body, ready_now(state), owner)
 
 
 async def _collect(deltas: AsyncIterator[Delta]) -> tuple[list[str], Delta | None]:

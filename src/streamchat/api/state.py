@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -20,6 +20,9 @@ from streamchat.engine.async_engine import AsyncEngine
 from streamchat.engine.grammar.compiler import GrammarCompiler
 from streamchat.streams.log import MemoryStreamLog
 from streamchat.streams.manager import StreamManager
+
+if TYPE_CHECKING:
+    from streamchat.api.model_slots import ExtraModels
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class ServerState:
     auth_throttle: FailedAuthThrottle | None = field(init=False)
     metrics: Metrics = field(init=False)
     responses: ResponseStore = field(init=False)  # the Responses API's stored responses
+    extra_models: ExtraModels | None = None  # models served beside the default one (--models-file)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -58,7 +62,8 @@ class ServerState:
     @property
     def busy(self) -> bool:
         """Whether any request is still being answered."""
-        return bool(self.streams.live_count or (self.engine is not None and self.engine.num_pending))
+        extra = sum(slot.pending for slot in self.extra_models.slots.values()) if self.extra_models else 0
+        return bool(self.streams.live_count or extra or (self.engine is not None and self.engine.num_pending))
 
 
 def get_state(request: Request) -> ServerState:
