@@ -30,3 +30,7 @@ modalities, strict, json_, json_object, guided_json, guided_regex, guided_choice
 _._no_unsupported_fields, _._schema_given
 # Responses API routes and request fields read by name
 create_response, get_response, cancel_response, delete_response, verbosity
+# Anthropic Messages routes, validators, and fields clients send that change nothing here (caching hints, sources)
+create_message, count_tokens
+_._blocks, _._object_schema, _._named_when_tool, _._no_effort, _._system_blocks, _._custom_tools
+cache_control, citations, eager_input_streaming

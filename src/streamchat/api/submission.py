@@ -23,6 +23,7 @@ from streamchat.engine.async_engine import EngineDeadError, RequestNotSupportedE
 from streamchat.engine.types import Delta, GenerationRequest
 from streamchat.sse.response import sse_response
 from streamchat.streams.log import StreamEvent
+from streamchat.streams.manager import Closing
 
 
 def admit(ready: Ready, owner: str | None) -> None:
@@ -45,11 +46,12 @@ def submit(ready: Ready, request: GenerationRequest, owner: str | None) -> Async
 
 
 async def stream_response(
-    ready: Ready, events: AsyncIterator[StreamEvent], resumable: bool, owner: str | None
+    ready: Ready, events: AsyncIterator[StreamEvent], resumable: bool, owner: str | None, closing: Closing | None = None
 ) -> Response:
-    """Start producing `events` into a new stream of `owner`'s and answer with it, from its first event."""
+    """Start producing `events` into a new stream of `owner`'s and answer with it, from its first event;
+    `closing`: the events that end it when cut short, in the protocol's shape (default: OpenAI's)."""
     streams = ready.state.streams
-    stream_id = await streams.start(events, resumable, owner)
+    stream_id = await streams.start(events, resumable, owner, closing=closing)
     return sse_response(
         streams.read(stream_id), ping_interval=ready.state.settings.ping_interval, headers={"X-Stream-Id": stream_id}
     )

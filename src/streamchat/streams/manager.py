@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from streamchat.sse import framing
@@ -73,6 +73,7 @@ class _Live:
     ending: Ending | None = None
     entered: bool = False  # the producer has started iterating its events
     detached: bool = False  # runs to its end whether or not anyone reads it (background work)
+    closing: Closing | None = None  # the events that end it when cut short, in its protocol's shape
 
 
 @dataclass
@@ -97,13 +98,15 @@ class StreamManager:
         resumable: bool = True,
         owner: str | None = None,
         detached: bool = False,
+        closing: Closing | None = None,
     ) -> str:
         """Start producing `events` into a new stream owned by `owner`; return its id. A `detached`
-        stream is never abandoned: it runs to its end (or a cancel) even when no reader is left."""
+        stream is never abandoned: it runs to its end (or a cancel) even when no reader is left.
+        `closing` gives the events that end it when cut short (default: OpenAI's error, then `[DONE]`)."""
         stream_id = secrets.token_hex(16)
         await self.log.create(stream_id, owner)
         task = asyncio.create_task(self._produce(stream_id, events), name=f"stream-{stream_id}")
-        self._live[stream_id] = _Live(task, events, resumable, detached=detached)
+        self._live[stream_id] = _Live(task, events, resumable, detached=detached, closing=closing)
         self.counters.started += 1
         return stream_id
 
@@ -214,15 +217,19 @@ class StreamManager:
         ending = failure or live.ending
         with contextlib.suppress(UnknownStreamError):
             if ending is not None or live.producer.cancelled() or live.producer.cancelling():
-                if ending is not None:
-                    await self.log.append(stream_id, error_event(ending.message, ending.code))
-                await self.log.append(stream_id, DONE_EVENT)  # readers still attached end cleanly
+                for event in (live.closing or openai_closing)(ending):  # readers still attached end cleanly
+                    await self.log.append(stream_id, event)
             await self.log.close(stream_id)
         with contextlib.suppress(Exception):
             await live.events.aclose()  # type: ignore[attr-defined]
 
 
 DONE_EVENT = StreamEvent(None, framing.DONE)
+Closing = Callable[[Ending | None], list[StreamEvent]]
+
+
+def openai_closing(ending: Ending | None) -> list[StreamEvent]:
+    return [*([error_event(ending.message, ending.code)] if ending is not None else []), DONE_EVENT]
 
 
 def error_event(message: str, code: str) -> StreamEvent:
