@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench install clean chromium
+.PHONY: serve test lint bench install clean chromium redis
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "chromium unavailable: browser tests will skip"
 
-test: $(STAMP) chromium
+# The stream-store tests run Debian's redis-server on a free port; without it they skip.
+redis:
+	@command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) \
+		|| echo "redis-server unavailable: Redis tests will skip"
+
+test: $(STAMP) chromium redis
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         description="defaults for sampling settings a request leaves unset, "
         "e.g. 'repetition_penalty=1.1,temperature=0.7' (over the model's own and the embedded model's)",
     )
+    stream_store: str = Field(
+        "memory",
+        pattern=r"^(memory|rediss?://.+)$",
+        description="where streams' events are kept for resumption: memory, or redis://host:port/db "
+        "(shared by every process that uses it)",
+    )
     models_file: Path | None = Field(
         None, description="a TOML file of more models to serve beside --model, each under its name (docs/models.md)"
     )

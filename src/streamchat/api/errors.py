@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from streamchat.sse.framing import to_json
-from streamchat.streams.log import StreamEvent
+from streamchat.streams.log import StreamEvent, StreamStoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return shaped_error(request, exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(StreamStoreUnavailableError)
+    async def _store_down(request: Request, exc: StreamStoreUnavailableError) -> JSONResponse:
+        return shaped_error(request, 503, str(exc), code="stream_store_unavailable", headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:

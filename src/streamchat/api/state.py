@@ -18,7 +18,7 @@ from streamchat.api.response_store import ResponseStore
 from streamchat.config import Settings
 from streamchat.engine.async_engine import AsyncEngine
 from streamchat.engine.grammar.compiler import GrammarCompiler
-from streamchat.streams.log import MemoryStreamLog
+from streamchat.streams.log import MemoryStreamLog, StreamLog
 from streamchat.streams.manager import StreamManager
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class ServerState:
         self.api_keys = s.api_keys()
         self.admission = Admission(s.rate_limit_rpm, s.max_concurrent_per_key, s.max_num_seqs, s.max_queue)
         self.auth_throttle = FailedAuthThrottle(s.auth_failures_per_minute) if s.auth_failures_per_minute else None
-        self.streams = StreamManager(MemoryStreamLog(s.stream_retention, s.stream_log_bytes), s.resume_grace)
+        self.streams = StreamManager(stream_log(s), s.resume_grace)
         self.metrics = Metrics(self)
         self.responses = ResponseStore(s.responses_store_size, s.responses_store_ttl)
 
@@ -64,6 +64,15 @@ class ServerState:
         """Whether any request is still being answered."""
         extra = sum(slot.pending for slot in self.extra_models.slots.values()) if self.extra_models else 0
         return bool(self.streams.live_count or extra or (self.engine is not None and self.engine.num_pending))
+
+
+def stream_log(s: Settings) -> StreamLog:
+    """The configured stream store: this process's memory, or Redis shared by every process."""
+    if s.stream_store == "memory":
+        return MemoryStreamLog(s.stream_retention, s.stream_log_bytes)
+    from streamchat.streams.redis_log import RedisStreamLog
+
+    return RedisStreamLog(s.stream_store, s.stream_retention)
 
 
 def get_state(request: Request) -> ServerState:

@@ -36,6 +36,10 @@ class UnknownStreamError(KeyError):
     pass
 
 
+class StreamStoreUnavailableError(RuntimeError):
+    """The store behind the log (Redis) cannot be reached: new streams get a 503, live ones end."""
+
+
 class StreamLog(Protocol):
     async def create(self, stream_id: str, owner: str | None = None) -> None:
         """A new, empty stream belonging to `owner` (an API key's digest; None on an open server)."""

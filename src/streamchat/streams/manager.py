@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from streamchat.sse import framing
-from streamchat.streams.log import StreamEvent, StreamLog, UnknownStreamError
+from streamchat.streams.log import StreamEvent, StreamLog, StreamStoreUnavailableError, UnknownStreamError
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class Ending:
 CANCELLED = Ending("cancelled", "the stream was cancelled")
 ABANDONED = Ending("abandoned", "no reader came back in time; the answer was stopped")
 SHUTDOWN = Ending("server_shutdown", "the server is shutting down; send the request again")
+STORE_UNAVAILABLE = Ending("stream_store_unavailable", "the stream store cannot be reached")
 
 
 @dataclass
@@ -132,9 +133,15 @@ class StreamManager:
                 live.reaper = None
         completed = False
         try:
-            async for numbered in self.log.follow(stream_id, after):
-                name, data = numbered.event
-                yield framing.encode_event(data, event=name, id=f"{stream_id}:{numbered.seq}")
+            try:
+                async for numbered in self.log.follow(stream_id, after):
+                    name, data = numbered.event
+                    yield framing.encode_event(data, event=name, id=f"{stream_id}:{numbered.seq}")
+            except StreamStoreUnavailableError as exc:  # the reader learns why its stream stops here
+                log.warning("stream %s: %s", stream_id, exc)
+                closing = (live.closing if live is not None else None) or openai_closing
+                for event in closing(STORE_UNAVAILABLE):  # in the stream's own protocol
+                    yield framing.encode_event(event.data, event=event.name)
             completed = True
         finally:
             if live is not None:
@@ -215,7 +222,7 @@ class StreamManager:
         if live.reaper is not None:
             live.reaper.cancel()
         ending = failure or live.ending
-        with contextlib.suppress(UnknownStreamError):
+        with contextlib.suppress(UnknownStreamError, StreamStoreUnavailableError):
             if ending is not None or live.producer.cancelled() or live.producer.cancelling():
                 for event in (live.closing or openai_closing)(ending):  # readers still attached end cleanly
                     await self.log.append(stream_id, event)

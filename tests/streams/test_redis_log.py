@@ -1,0 +1,96 @@
+"""`streams/redis_log.py` against a real redis-server: the memory log's behaviour, shared by processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from streamchat.streams.log import NumberedEvent, StreamEvent, StreamStoreUnavailableError, UnknownStreamError
+from streamchat.streams.redis_log import RedisStreamLog
+from tests.redis_server import free_port, running_redis
+
+TIMEOUT_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture
+async def log(redis_url: str) -> AsyncIterator[RedisStreamLog]:
+    store = RedisStreamLog(redis_url, retention=60, block_ms=200)
+    yield store
+    await store.client.aclose()
+
+
+async def collect(log: RedisStreamLog, stream_id: str, after: int) -> list[NumberedEvent]:
+    return await asyncio.wait_for(_all(log, stream_id, after), TIMEOUT_S)
+
+
+async def _all(log: RedisStreamLog, stream_id: str, after: int) -> list[NumberedEvent]:
+    return [numbered async for numbered in log.follow(stream_id, after)]
+
+
+async def test_events_are_numbered_from_zero_and_replayed_after_a_position(log: RedisStreamLog) -> None:
+    await log.create("a", owner="k1")
+    assert [await log.append("a", StreamEvent(None, f"e{i}")) for i in range(3)] == [0, 1, 2]
+    assert await log.owner("a") == "k1" and await log.last_seq("a") == 2 and not await log.is_closed("a")
+    await log.close("a")
+    assert [(n.seq, n.event.data) for n in await collect(log, "a", 0)] == [(1, "e1"), (2, "e2")]
+    assert [n.seq for n in await collect(log, "a", -1)] == [0, 1, 2]
+    assert await log.is_closed("a") and await log.last_seq("a") == 2
+
+
+async def test_a_follower_goes_live_and_ends_when_the_stream_closes(log: RedisStreamLog) -> None:
+    await log.create("b")
+    await log.append("b", StreamEvent("message", "first"))
+    follower = asyncio.create_task(collect(log, "b", -1))
+    await asyncio.sleep(0.3)
+    await log.append("b", StreamEvent(None, "中文 and 😀"))
+    await log.close("b")
+    got = await follower
+    assert [(n.seq, n.event.name, n.event.data) for n in got] == [(0, "message", "first"), (1, None, "中文 and 😀")]
+    assert await log.owner("b") is None
+
+
+async def test_another_process_reads_and_continues_the_numbering(log: RedisStreamLog, redis_url: str) -> None:
+    await log.create("c")
+    await log.append("c", StreamEvent(None, "from the first process"))
+    other = RedisStreamLog(redis_url, retention=60, block_ms=200)
+    try:
+        assert await other.exists("c") and await other.last_seq("c") == 0
+        assert await other.append("c", StreamEvent(None, "taken over")) == 1
+        await other.close("c")
+        assert [n.event.data for n in await collect(log, "c", -1)] == ["from the first process", "taken over"]
+    finally:
+        await other.client.aclose()
+
+
+async def test_unknown_streams_and_expiry(redis_url: str) -> None:
+    short = RedisStreamLog(redis_url, retention=1, block_ms=200)
+    try:
+        with pytest.raises(UnknownStreamError):
+            await short.owner("never")
+        with pytest.raises(UnknownStreamError):
+            await collect(short, "never", -1)
+        await short.create("d")
+        await short.close("d")
+        assert await short.exists("d")
+        await asyncio.sleep(2.2)
+        assert not await short.exists("d")
+    finally:
+        await short.client.aclose()
+
+
+async def test_an_unreachable_store_says_so(tmp_path: Path) -> None:
+    down = RedisStreamLog(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with pytest.raises(StreamStoreUnavailableError):
+            await down.create("e")
+    finally:
+        await down.client.aclose()
