@@ -34,3 +34,5 @@ create_response, get_response, cancel_response, delete_response, verbosity
 create_message, count_tokens
 _._blocks, _._object_schema, _._named_when_tool, _._no_effort, _._system_blocks, _._custom_tools
 cache_control, citations, eager_input_streaming
+# tokenizers reads a Tokenizer's pre_tokenizer when it encodes (set for GLM GGUFs)
+_.pre_tokenizer

@@ -13,8 +13,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamchat.engine.model_files import ModelNotFoundError, derived_folder, gguf_path
+from streamchat.engine.llamacpp.tokenizer import tokenizer_from_gguf
+from streamchat.engine.model_files import ModelNotFoundError, derived_folder, gguf_metadata, gguf_path
 from streamchat.engine.sampling_defaults import from_gguf
+from streamchat.engine.turn_ends import listed_eos_ids, turn_end_ids
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,17 @@ def load_gguf(spec: str | None, cache_dir: Path, max_model_len: int | None, verb
         raise ModelNotFoundError(f"engine=llamacpp needs a .gguf model file, not '{spec}'")
     name, path = found
     tokenizer = gguf_tokenizer(path, cache_dir)
-    model = LlamaModel(path, verbose=verbose)
+    try:
+        model = LlamaModel(path, verbose=verbose)
+    except RuntimeError as exc:  # llama.cpp logs why only when verbose; name the usual cause
+        arch = gguf_metadata(path).get("general.architecture")
+        raise RuntimeError(
+            f"{exc}: is its architecture '{arch}' newer than the installed llama-cpp-python? "
+            "(--log-level debug shows llama.cpp's own reason)"
+        ) from exc
     native = model.n_ctx_train or 2048
     limit = min(native, max_model_len) if max_model_len else native
-    eos = model.eog_token_ids()
-    if isinstance(getattr(tokenizer, "eos_token_id", None), int):
-        eos.add(tokenizer.eos_token_id)
+    eos = model.eog_token_ids() | listed_eos_ids(tokenizer) | turn_end_ids(tokenizer)
     return LoadedGGUF(model, tokenizer, name, limit, eos, from_gguf(path))
 
 
@@ -52,7 +59,7 @@ def gguf_tokenizer(path: Path, cache_dir: Path) -> object:
 
     def rebuild(folder: Path) -> None:
         log.info("reading the tokenizer of %s (first start only)", path.name)
-        AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(folder)
+        tokenizer_from_gguf(path).save_pretrained(folder)
 
     folder = derived_folder(path, cache_dir, "gguf-tokenizer", "tokenizer_config.json", rebuild)
     return AutoTokenizer.from_pretrained(folder)

@@ -14,11 +14,19 @@ from pathlib import Path
 
 import torch
 
-from streamchat.engine.model_files import ModelNotFoundError, derived_folder, resolve_model
+from streamchat.engine.model_files import (
+    ModelNotFoundError,
+    derived_folder,
+    gguf_metadata,
+    resolve_model,
+    transformers_reads_gguf,
+)
 from streamchat.engine.sampling_defaults import from_generation_config, from_gguf
 from streamchat.engine.transformers.bf16_linear import convert_linears, cpu_has_native_bf16
+from streamchat.engine.turn_ends import listed_eos_ids, turn_end_ids
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class LoadedModel:
@@ -86,9 +94,7 @@ def load_transformers(
     defaults = from_generation_config(getattr(model, "generation_config", None))
     if path is not None and path.suffix == ".gguf":
         defaults = {**defaults, **from_gguf(path)}
-    return LoadedModel(
-        model, tokenizer, name, _context_len(model, max_model_len), _eos_ids(model, tokenizer), defaults
-    )
+    return LoadedModel(model, tokenizer, name, _context_len(model, max_model_len), _eos_ids(model, tokenizer), defaults)
 
 
 def _converted_gguf(path: Path, cache_dir: Path) -> str:
@@ -98,6 +104,7 @@ def _converted_gguf(path: Path, cache_dir: Path) -> str:
         from safetensors.torch import save_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        _check_transformers_reads(path)
         log.info("converting %s to fp32 weights (first start only, ~20 s)", path.name)
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
@@ -109,6 +116,20 @@ def _converted_gguf(path: Path, cache_dir: Path) -> str:
     return str(derived_folder(path, cache_dir, "gguf", "model.safetensors", convert))
 
 
+def _check_transformers_reads(path: Path) -> None:
+    """Refuse a GGUF whose architecture transformers cannot read, naming the engine that can.
+
+    transformers rebuilds only the architectures it maps (llama, qwen2…); GLM's `glm4` and
+    `chatglm` GGUFs run on llama.cpp only, and transformers' own "not supported yet" names no way out.
+    """
+    arch = gguf_metadata(path).get("general.architecture")
+    if not transformers_reads_gguf(arch):
+        raise ModelNotFoundError(
+            f"transformers cannot read the '{arch}' architecture of {path.name}: serve it with "
+            "--engine llamacpp (what --engine auto picks for a GGUF), or give --model the original model folder"
+        )
+
+
 def _context_len(model: torch.nn.Module, limit: int | None) -> int:
     cfg = model.config.get_text_config()
     native = getattr(cfg, "max_position_embeddings", None) or 2048
@@ -116,11 +137,5 @@ def _context_len(model: torch.nn.Module, limit: int | None) -> int:
 
 
 def _eos_ids(model: torch.nn.Module, tokenizer: object) -> set[int]:
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), tokenizer):
-        eos = getattr(source, "eos_token_id", None)
-        if isinstance(eos, int):
-            ids.add(eos)
-        elif isinstance(eos, list | tuple):
-            ids.update(int(e) for e in eos)
-    return ids
+    """Every EOS the generation config lists, the tokenizer's, and GLM's turn tokens (turn_ends.py)."""
+    return listed_eos_ids(getattr(model, "generation_config", None), tokenizer) | turn_end_ids(tokenizer)
