@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench install clean chromium redis
+.PHONY: serve test lint bench install clean chromium redis llama-sdist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,16 @@ redis:
 	@command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) \
 		|| echo "redis-server unavailable: Redis tests will skip"
 
-test: $(STAMP) chromium redis
+# The GLM GGUF tests convert tiny models with llama.cpp's own convert_hf_to_gguf.py, which ships
+# in llama-cpp-python's sdist: fetch the sdist of the installed version once (PyPI, ~75 MB).
+LLAMA_SDIST_DIR := bench/.cache/sdist
+llama-sdist: $(STAMP)
+	@mkdir -p $(LLAMA_SDIST_DIR) && ls $(LLAMA_SDIST_DIR)/llama_cpp_python-*.tar.gz >/dev/null 2>&1 || \
+		$(BIN)/pip download --quiet --no-deps --no-binary :all: -d $(LLAMA_SDIST_DIR) \
+		"llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')" \
+		2>$(LLAMA_SDIST_DIR)/download.log || echo "llama-cpp-python sdist unavailable: GLM GGUF tests will skip"
+
+test: $(STAMP) chromium redis llama-sdist
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
