@@ -36,3 +36,5 @@ _._blocks, _._object_schema, _._named_when_tool, _._no_effort, _._system_blocks,
 cache_control, citations, eager_input_streaming
 # tokenizers reads a Tokenizer's pre_tokenizer when it encodes (set for GLM GGUFs)
 _.pre_tokenizer
+# Ollama routes, validators, and options read by name (getattr) when mapped to sampling settings
+tags, ps, show, _._one_or_many, _._not_zero, _._lower, repeat_penalty

@@ -2,7 +2,7 @@
 
 Timing inside the handlers would miss what happens between the event loop and the socket: the
 stream log, sse-starlette's task group, the server's flow control. This middleware times the
-moment the server has taken each body chunk of a `text/event-stream` response (after `send`
+moment the server has taken each body chunk of a streamed response, SSE or NDJSON (after `send`
 returns, so a client that reads slowly and makes the server wait shows up as a gap), and counts
 every request by method, route template and status.
 """
@@ -60,5 +60,5 @@ class WireMetricsMiddleware:
 def _is_event_stream(headers: object) -> bool:
     for name, value in headers:  # type: ignore[attr-defined]
         if name.lower() == b"content-type":
-            return value.split(b";")[0].strip().lower() == b"text/event-stream"
+            return value.split(b";")[0].strip().lower() in (b"text/event-stream", b"application/x-ndjson")
     return False
