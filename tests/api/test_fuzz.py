@@ -119,15 +119,30 @@ def check_response(case: schemathesis.Case, resp: schemathesis.Response) -> None
     where = f"{case.method} {case.formatted_path} -> {resp.status_code}: {resp.text[:300]!r}"
     assert resp.status_code < 500, where
     kind = (resp.headers.get("content-type") or [""])[0]
-    if resp.status_code >= 400 and case.formatted_path.startswith("/api/"):  # Ollama's shape
+    path = case.formatted_path
+    if resp.status_code >= 400 and path.startswith("/api/"):  # Ollama's shape
         assert kind.startswith("application/json"), where
         assert set(resp.json()) == {"error"} and isinstance(resp.json()["error"], str), where
+    elif resp.status_code >= 400 and path.startswith("/v1/messages"):  # Anthropic's shape
+        assert kind.startswith("application/json"), where
+        body = resp.json()
+        assert body["type"] == "error" and set(body["error"]) == {"type", "message"}, where
     elif resp.status_code >= 400:
         assert kind.startswith("application/json"), where
         error = resp.json()["error"]
         assert set(error) == {"message", "type", "param", "code"} and error["message"], where
     elif kind.startswith("text/event-stream") and not resp.stream_cut_short:
-        assert resp.text.endswith("data: [DONE]\n\n"), where
+        assert resp.text.endswith(_STREAM_ENDS.get(path, "data: [DONE]\n\n")) or any(
+            f"event: {last}\n" in resp.text.rsplit("\n\n", 2)[-2] for last in _LAST_EVENTS.get(path, ())
+        ), where
+
+
+# Streams that end as their own protocols do rather than with `[DONE]`: the last event's name.
+_STREAM_ENDS: dict[str, str] = {}
+_LAST_EVENTS = {
+    "/v1/messages": ("message_stop", "error"),
+    "/v1/responses": ("response.completed", "response.incomplete", "response.failed"),
+}
 
 
 def _fuzz(label: str, strategy: SearchStrategy[schemathesis.Case], calls: Counter[str]) -> None:
@@ -167,6 +182,9 @@ async def test_the_schema_describes_the_real_request_bodies() -> None:
         ("/api/chat", "post"): "OllamaChatRequest",
         ("/api/generate", "post"): "OllamaGenerateRequest",
         ("/api/show", "post"): "OllamaShowRequest",
+        ("/v1/messages", "post"): "MessagesRequest",
+        ("/v1/messages/count_tokens", "post"): "Conversation",
+        ("/v1/responses", "post"): "ResponseRequest",
     }
     chat = spec["components"]["schemas"]["ChatCompletionRequest"]
     assert {"messages", "max_tokens", "temperature", "stream", "resumable"} <= set(chat["properties"])

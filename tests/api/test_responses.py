@@ -163,3 +163,11 @@ async def test_a_response_belongs_to_the_key_that_created_it(start_inprocess) ->
         assert_error(await client.post("/v1/responses", json=chained, headers=theirs), 404)
         assert (await client.get(f"/v1/responses/{response_id}", headers=mine)).json()["id"] == response_id
         assert_error(await client.post("/v1/responses", json={"input": "hi"}), 401)
+
+
+async def test_fields_refused_after_translation_are_400s(inprocess) -> None:
+    """Regression (fuzzing): a value the chat request refuses (an empty tool name, an extra sampling
+    field of the wrong type) raised a pydantic error out of the route: a 500."""
+    for body in [{"input": "hi", "tools": [{"type": "function", "name": ""}]},
+                 {"input": "hi", "max_output_tokens": 3, "top_k": "many"}]:  # fmt: skip
+        assert_error(await inprocess.client.post("/v1/responses", json=body), 400)

@@ -98,3 +98,9 @@ def test_a_bad_models_file_says_what_is_wrong(tmp_path: Path, text: str, problem
     path.write_text(text)
     with pytest.raises(ModelsFileError, match=problem.replace("[", r"\[")):
         read_models_file(path, Settings())
+
+
+async def test_an_empty_model_id_is_a_404_not_a_server_error(inprocess) -> None:
+    """Regression: GET /v1/models/ with an empty id raised a KeyError (500)."""
+    for path in ("/v1/models/", "/v1/models/%0A"):
+        assert_error(await inprocess.client.get(path), 404, "model")

@@ -47,7 +47,9 @@ async def list_models(ready: ReadyServer) -> dict:
 async def get_model(model_id: str, ready: ReadyServer) -> dict:
     cards = {card["id"]: card for card in (await list_models(ready))["data"]}
     if model_id not in cards:
-        ready.check_model_name(model_id)  # the 404 naming the served models
+        served = ", ".join(f"'{name}'" for name in cards)
+        message = f"The model '{model_id}' does not exist; this server serves {served}"
+        raise APIError(404, message, param="model", code="model_not_found")
     return cards[model_id]
 
 

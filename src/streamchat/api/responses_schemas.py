@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamchat.api.errors import APIError
 from streamchat.api.openai_schemas import ChatCompletionRequest
@@ -23,7 +23,7 @@ class FunctionTool(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["function"]
-    name: str
+    name: str = Field(..., pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
@@ -124,7 +124,12 @@ def chat_request(body: ResponseRequest, messages: list[dict[str, Any]]) -> ChatC
         if getattr(body, name) is not None:
             fields[name] = getattr(body, name)
     extra = {k: v for k, v in (body.model_extra or {}).items() if k in ChatCompletionRequest.model_fields}
-    return ChatCompletionRequest.model_validate({**extra, **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        return ChatCompletionRequest.model_validate({**extra, **{k: v for k, v in fields.items() if v is not None}})
+    except ValidationError as exc:  # what the translation carried over is wrong: name the field
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "input"
+        raise APIError(400, f"'{where}': {first['msg']}", param=where.split(".")[0]) from exc
 
 
 def _response_format(fmt: TextFormat) -> dict[str, Any] | None:
