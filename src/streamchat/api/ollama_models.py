@@ -15,7 +15,6 @@ waits for its load rather than getting a 503 that Ollama's clients would not ret
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import json
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from streamchat.api.errors import APIError
-from streamchat.api.ready import Ready
+from streamchat.api.ready import Ready, model_loaded
 from streamchat.api.state import ModelInfo, ServerState
 from streamchat.engine.model_files import resolve_model
 
@@ -161,13 +160,7 @@ async def use_model(ready: Ready, requested: str) -> Served:
     if found is None:
         ready.check_model_name(requested)  # the 404 naming the served models
         raise APIError(404, f"model '{requested}' not found", param="model")  # not reached
-    extra = ready.state.extra_models
-    slot = extra.get(found.name) if extra is not None else None
-    if slot is not None and slot.status in ("unloaded", "loading"):
-        slot.start_loading()
-        if slot.loader is not None:
-            with contextlib.suppress(TimeoutError):  # still loading: the check below says so (503)
-                await asyncio.wait_for(asyncio.shield(slot.loader), LOAD_PATIENCE_S)
+    await model_loaded(ready.state, found.name, LOAD_PATIENCE_S)  # loaded on first use: waited for
     ready.check_model_name(found.name)
     return Served(found.name, found.spec, ready.model, found.expires_at)
 

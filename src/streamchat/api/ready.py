@@ -9,6 +9,7 @@ first, the request waiting for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -87,12 +88,20 @@ async def _named_model_loaded(state: ServerState, request: Request, patience: fl
     except ValueError:  # not JSON: the route answers that
         return
     name = body.get("model") if isinstance(body, dict) else None
-    slot = state.extra_models.get(name) if isinstance(name, str) else None
+    if isinstance(name, str):
+        await model_loaded(state, name, patience)
+
+
+async def model_loaded(state: ServerState, name: str, patience: float = 600.0) -> None:
+    """Wait until the extra model `name` has loaded (starting its load); at most `patience` seconds,
+    after which `check_model_name` answers the 503 that says it is still loading."""
+    slot = state.extra_models.get(name) if state.extra_models is not None else None
     if slot is None or slot.status not in ("unloaded", "loading"):
         return
     slot.start_loading()
     if slot.loader is not None:
-        await asyncio.wait_for(asyncio.shield(slot.loader), patience)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(slot.loader), patience)
 
 
 ReadyServer = Annotated[Ready, Depends(ready)]
