@@ -121,3 +121,18 @@ def test_preemption_frees_rows_newest_first_until_a_step_fits_and_keeps_one() ->
     assert [s.id for s in sched.make_room_for_decode()] == ["b"]  # the last one always keeps running
     assert [s.id for s in sched.decoding] == ["a"]
     check_consistent(sched, cache)
+
+
+def test_a_cache_that_costs_the_tokens_held_admits_by_their_sum() -> None:
+    """llama.cpp's streams cost what each row holds, not rows × the longest: a long row does not
+    keep short ones out, and the budget still preempts when the sum would pass it."""
+    cache = RecordingCache()
+    sched = Scheduler(cache, max_num_seqs=8, cache_tokens=280, padded=False)
+    sched.waiting.extend([seq("long", 199, 0), seq("a", 29, 1), seq("b", 29, 2), seq("c", 29, 3)])
+    sched.admit()
+    assert [s.id for s in sched.rows] == ["long", "a", "b"]  # 200 + 30 + 30 fit, a fourth 30 would not
+    run_prefill(sched, cache)
+    for s in sched.decoding:
+        s.output_ids += [7] * 15  # 214 + 44 + 44 tokens: one more each makes 305 > 280
+    assert [s.id for s in sched.make_room_for_decode()] == ["b"]
+    check_consistent(sched, cache)

@@ -14,12 +14,19 @@ from streamchat.engine.async_engine import AsyncEngine
 from streamchat.engine.contracts import Runner
 from streamchat.engine.grammar.compiler import GrammarCompiler
 from streamchat.engine.llm_engine import LLMEngine
-from streamchat.engine.memory import DEFAULT_CONTEXT, cache_budget, cells_per_sequence, default_cache_tokens
+from streamchat.engine.memory import (
+    DEFAULT_CONTEXT,
+    cache_budget,
+    cells_per_sequence,
+    default_cache_tokens,
+    even_share,
+)
 from streamchat.engine.model_files import gguf_path
 from streamchat.engine.sampling_defaults import merged, parse
 
 if TYPE_CHECKING:
     from streamchat.engine.llamacpp.loader import LoadedGGUF
+    from streamchat.engine.llamacpp.runner import LlamaCppRunner
     from streamchat.engine.remote_code.loader import StreamChatModel
     from streamchat.engine.transformers.loader import LoadedModel
 
@@ -127,16 +134,17 @@ def _load_transformers(settings: Settings) -> LoadedModel:
 def _llamacpp_engine(settings: Settings) -> _Built:
     """One KV stream per row and per parked prefix, each as long as the longest request.
 
-    llama.cpp allocates and touches every cell at start (~22 KiB a token for the embedded model),
-    so the default per-sequence context is min(native, 2048) and a memory share may shrink it;
-    --max-model-len sets it, --cache-tokens sets the total instead. The engine's max_model_len is
-    that capacity, and no row can outgrow its stream, so the scheduler never needs to preempt.
+    The streams are address space: a cell's memory is resident only while a sequence holds it
+    (llamacpp/pages.py), so the default per-sequence context is min(native, 2048) (--max-model-len
+    sets it) and the budget in tokens (--cache-tokens, default a share of free memory) is a ceiling
+    the scheduler keeps the rows under, preempting when it is reached; parked prefixes get a quarter
+    of it at most. Where the cells cannot be handed back, every stream stays resident and is sized
+    to an even share of --cache-tokens, as the budget is then what they take.
     """
     if not llama_cpp_available():
         raise RuntimeError("engine=llamacpp needs llama-cpp-python (pip install 'llama-cpp-python>=0.3.8,<0.4')")
     from streamchat.engine.llamacpp.loader import load_gguf
     from streamchat.engine.llamacpp.prefixes import PARK_SLOTS
-    from streamchat.engine.llamacpp.runner import LlamaCppRunner
 
     loaded = load_gguf(settings.model, settings.cache_dir, settings.max_model_len, settings.log_level == "debug")
     park_slots = PARK_SLOTS if settings.prefix_reuse else 0
@@ -145,23 +153,40 @@ def _llamacpp_engine(settings: Settings) -> _Built:
     context = longest if settings.max_model_len else min(longest, DEFAULT_CONTEXT)
     bytes_per_token = loaded.model.kv_bytes_per_token
     ram_tokens = default_cache_tokens(bytes_per_token, torch.device("cpu"), n_seq_ids * context)
-    per_seq = cells_per_sequence(n_seq_ids, context, longest, settings.cache_tokens, ram_tokens)
-    runner = LlamaCppRunner(
+    per_seq = cells_per_sequence(n_seq_ids, context, settings.cache_tokens, ram_tokens)
+    budget = cache_budget(settings.cache_tokens, bytes_per_token, torch.device("cpu"), n_seq_ids * per_seq, per_seq)
+    park_tokens = min(park_slots * per_seq, budget // 4)
+    runner = _llamacpp_runner(loaded, settings, per_seq, park_slots, park_tokens)
+    if not runner.pages_released and settings.cache_tokens is not None:
+        runner.close()
+        per_seq = even_share(n_seq_ids, longest, settings.cache_tokens)
+        runner = _llamacpp_runner(loaded, settings, per_seq, park_slots, None)
+    loaded.max_model_len = min(per_seq, runner.n_ctx_seq)
+    log.info("max_model_len %d (one KV stream each for %d sequence ids)", loaded.max_model_len, n_seq_ids)
+    # where every cell is resident anyway, every row may run at full length: never preempt
+    full = settings.max_num_seqs * loaded.max_model_len
+    cache_tokens = budget - park_tokens if runner.pages_released else full
+    return _built(runner, loaded, settings, cache_tokens, padded_cache=False)
+
+
+def _llamacpp_runner(
+    loaded: LoadedGGUF, settings: Settings, per_seq: int, park_slots: int, park_tokens: int | None
+) -> LlamaCppRunner:
+    from streamchat.engine.llamacpp.runner import LlamaCppRunner
+
+    return LlamaCppRunner(
         loaded.model,
         n_ctx_seq=per_seq,
         max_num_seqs=settings.max_num_seqs,
         max_batch_tokens=settings.prefill_chunk + settings.max_num_seqs,
         threads=settings.threads,
         park_slots=park_slots,
+        park_tokens=park_tokens,
         batch_invariant=settings.batch_invariant,
     )
-    loaded.max_model_len = min(per_seq, runner.n_ctx_seq)
-    log.info("max_model_len %d (one KV stream each for %d sequence ids)", loaded.max_model_len, n_seq_ids)
-    cache_tokens = settings.max_num_seqs * loaded.max_model_len  # every row at full length: never preempts
-    return _built(runner, loaded, settings, cache_tokens)
 
 
-def _built(runner: Runner, loaded, settings: Settings, cache_tokens: int) -> _Built:
+def _built(runner: Runner, loaded, settings: Settings, cache_tokens: int, padded_cache: bool = True) -> _Built:
     """The engine around a runner; both backends' loaders give name, tokenizer, EOS ids and context."""
     llm = LLMEngine(
         runner,
@@ -172,6 +197,7 @@ def _built(runner: Runner, loaded, settings: Settings, cache_tokens: int) -> _Bu
         cache_tokens,
         settings.prefill_chunk,
         settings.seed,
+        padded_cache,
     )
     return llm, loaded
 

@@ -58,13 +58,14 @@ class LLMEngine:
         cache_tokens: int,
         prefill_chunk: int = 512,
         seed: int = 0,
+        padded_cache: bool = True,
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
         self.eos_token_ids = eos_token_ids
         self.max_model_len = max_model_len
         self.prefill_chunk = prefill_chunk
-        self.scheduler = Scheduler(runner.cache, max_num_seqs, cache_tokens)
+        self.scheduler = Scheduler(runner.cache, max_num_seqs, cache_tokens, padded_cache)
         self.stats = EngineStats()
         self._by_id: dict[str, Sequence] = {}
         self._rng = torch.Generator().manual_seed(seed)

@@ -2,8 +2,11 @@
 
 - transformers: the row cache grows on demand up to a budget in tokens (`cache_budget`): the
   configured `--cache-tokens`, or a share of the memory free at start.
-- llama.cpp: every stream is allocated when the context is made, one per row and per parked
-  prefix, so the policy is how many cells each stream gets (`cells_per_sequence`).
+- llama.cpp: one stream of cells per row and per parked prefix is reserved when the context is
+  made (`cells_per_sequence` says how long); the memory behind a cell is resident only while a
+  sequence holds it (`llamacpp/pages.py`), so the same budget in tokens is a ceiling the scheduler
+  keeps the rows under (the sum of their tokens, not rows × longest). Where the cells cannot be
+  handed back, every stream stays resident and the budget is split among them (`even_share`).
 """
 
 from __future__ import annotations
@@ -53,21 +56,15 @@ def available_ram() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def cells_per_sequence(n_seq_ids: int, context: int, longest: int, cache_tokens: int | None, ram_tokens: int) -> int:
+def cells_per_sequence(n_seq_ids: int, context: int, cache_tokens: int | None, ram_tokens: int) -> int:
     """Each llama.cpp sequence's capacity in positions (its stream's cells), for `n_seq_ids` sequence ids.
 
-    `context` positions each by default; with `cache_tokens` (all cells together) an even share of
-    it in 256s, up to `longest`; without it, shrunk (not below 512) until all streams fit in
-    `ram_tokens` cells.
+    `context` positions each, never more than the whole budget (`cache_tokens`), shrunk (in 256s,
+    not below 512) until all streams fit in `ram_tokens` cells: llama.cpp writes zeros over every
+    stream when the context is made, so the reservation must fit in memory once, at start.
     """
     if cache_tokens is not None:
-        share = cache_tokens // n_seq_ids // CELL_STEP * CELL_STEP
-        if share < CELL_STEP:
-            raise ValueError(
-                f"cache_tokens={cache_tokens} leaves each of the {n_seq_ids} sequences (rows and parked prefixes) "
-                f"fewer than {CELL_STEP} positions: give at least {n_seq_ids * CELL_STEP} or lower max_num_seqs"
-            )
-        return min(share, longest)
+        context = min(context, cache_tokens)
     if n_seq_ids * context <= ram_tokens:
         return context
     fit = max(_MIN_SHRUNK_CONTEXT, ram_tokens // n_seq_ids // CELL_STEP * CELL_STEP)
@@ -81,3 +78,14 @@ def cells_per_sequence(n_seq_ids: int, context: int, longest: int, cache_tokens:
             fit,
         )
     return min(fit, context)
+
+
+def even_share(n_seq_ids: int, longest: int, cache_tokens: int) -> int:
+    """Where every cell stays resident: each sequence's share of `cache_tokens`, in 256s, up to `longest`."""
+    share = cache_tokens // n_seq_ids // CELL_STEP * CELL_STEP
+    if share < CELL_STEP:
+        raise ValueError(
+            f"cache_tokens={cache_tokens} leaves each of the {n_seq_ids} sequences (rows and parked prefixes) "
+            f"fewer than {CELL_STEP} positions: give at least {n_seq_ids * CELL_STEP} or lower max_num_seqs"
+        )
+    return min(share, longest)

@@ -17,7 +17,7 @@ from streamchat.engine.llamacpp.loader import LoadedGGUF, load_gguf  # noqa: E40
 from streamchat.engine.llamacpp.prefixes import PARK_SLOTS  # noqa: E402
 from streamchat.engine.llamacpp.runner import LlamaCppRunner  # noqa: E402
 from streamchat.engine.llm_engine import LLMEngine  # noqa: E402
-from streamchat.engine.memory import cells_per_sequence  # noqa: E402
+from streamchat.engine.memory import cells_per_sequence, even_share  # noqa: E402
 from streamchat.engine.model_files import ModelNotFoundError  # noqa: E402
 from streamchat.engine.types import FinishReason, GenerationRequest, SamplingParams  # noqa: E402
 
@@ -47,9 +47,15 @@ def llama_tokenize(gguf: LoadedGGUF, text: str, special: bool = True) -> list[in
 
 
 def make_engine(
-    gguf: LoadedGGUF, max_num_seqs: int = 16, prefix_reuse: bool = False, n_ctx_seq: int = 512, prefill_chunk: int = 512
+    gguf: LoadedGGUF,
+    max_num_seqs: int = 16,
+    prefix_reuse: bool = False,
+    n_ctx_seq: int = 512,
+    prefill_chunk: int = 512,
+    cache_tokens: int | None = None,
 ) -> LLMEngine:
-    """Sized as the factory sizes it: max_model_len is a row's stream, the budget every row at full length."""
+    """Sized as the factory sizes it: max_model_len is a row's stream, the rows' tokens held in all
+    within `cache_tokens` (default: every row at full length)."""
     runner = LlamaCppRunner(
         gguf.model,
         n_ctx_seq=n_ctx_seq,
@@ -65,8 +71,9 @@ def make_engine(
         gguf.eos_token_ids,
         n,
         max_num_seqs,
-        max_num_seqs * n,
+        cache_tokens or max_num_seqs * n,
         prefill_chunk,
+        padded_cache=False,
     )
 
 
@@ -211,21 +218,27 @@ def test_a_prompt_longer_than_a_stream_is_refused_and_the_others_go_on(gguf: Loa
 
 def test_cells_per_sequence() -> None:
     plenty = 10**9
-    assert cells_per_sequence(20, 2048, 8192, None, plenty) == 2048
-    assert cells_per_sequence(20, 2048, 8192, None, 20 * 1000) == 768  # shrunk to fit memory, in 256s
-    assert cells_per_sequence(20, 2048, 8192, None, 100) == 512  # never below 512
-    assert cells_per_sequence(20, 2048, 8192, 20 * 1000, 100) == 768  # --cache-tokens: an even share
-    assert cells_per_sequence(4, 2048, 1000, 10**6, 100) == 1000  # never past the longest allowed
+    assert cells_per_sequence(20, 2048, None, plenty) == 2048
+    assert cells_per_sequence(20, 2048, None, 20 * 1000) == 768  # the reservation must fit memory once: in 256s
+    assert cells_per_sequence(20, 2048, None, 100) == 512  # never below 512
+    assert cells_per_sequence(20, 2048, 20 * 1000, plenty) == 2048  # --cache-tokens is a ceiling, not a share
+    assert cells_per_sequence(20, 2048, 1000, plenty) == 1000  # no sequence holds more than the whole budget
+    # where every cell stays resident, the budget is split among the streams
+    assert even_share(20, 8192, 20 * 1000) == 768
+    assert even_share(4, 1000, 10**6) == 1000  # never past the longest allowed
     with pytest.raises(ValueError, match="cache_tokens=4096"):
-        cells_per_sequence(68, 2048, 8192, 4096, plenty)
+        even_share(68, 8192, 4096)
 
 
-def test_factory_sizes_one_stream_per_sequence() -> None:
-    built, loaded = _llamacpp_engine(Settings(max_num_seqs=2, max_model_len=1000))
+def test_factory_sizes_one_stream_per_sequence_and_a_budget_for_what_they_hold() -> None:
+    built, loaded = _llamacpp_engine(Settings(max_num_seqs=2, max_model_len=1000, cache_tokens=1500))
     runner = built.runner
     assert loaded.max_model_len == built.max_model_len == 1000  # what the user asked; the stream rounds up to 1024
     assert runner.n_ctx_seq == 1024 and runner.prefixes is not None and len(runner.prefixes._free_ids) == PARK_SLOTS
-    assert built.scheduler.cache_tokens == 2 * 1000  # every row at full length: never preempts
+    assert runner.pages_released
+    # the rows share the budget (the sum of their tokens), parked prefixes take a quarter at most
+    assert runner.prefixes.max_tokens == 1500 // 4
+    assert built.scheduler.cache_tokens == 1500 - 1500 // 4 and not built.scheduler.padded
     runner.close()
 
 
@@ -259,6 +272,23 @@ def test_long_prompts_prefilled_in_other_chunks_answer_as_alone(gguf: LoadedGGUF
     alone = [answer(next(iter(run(make_engine(gguf, 4), [GenerationRequest(p, params)]).values()))) for p in prompts]
     reqs = [GenerationRequest(p, params) for p in prompts]
     out = run(make_engine(gguf, 4, prefill_chunk=100), reqs)
+    assert [answer(out[r.request_id]) for r in reqs] == alone
+
+
+def test_rows_preempted_at_the_budget_answer_as_alone(gguf: LoadedGGUF) -> None:
+    """The budget is a ceiling on the tokens the rows hold: growing rows past it preempts the newest,
+    which is prefilled again later (its answer so far included) and still answers as it does alone."""
+    params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True, logprobs=True)
+    prompts = [chat(gguf, q) for q in QUESTIONS[:6]]
+
+    def answer(deltas: list) -> tuple[list[int], list[float]]:
+        return tokens(deltas), [lp.logprob for d in deltas for lp in d.logprobs]
+
+    alone = [answer(next(iter(run(make_engine(gguf, 4), [GenerationRequest(p, params)]).values()))) for p in prompts]
+    engine = make_engine(gguf, 8, cache_tokens=3 * (max(map(len, prompts)) + 20))
+    reqs = [GenerationRequest(p, params) for p in prompts]
+    out = run(engine, reqs)
+    assert engine.stats.preempted > 0
     assert [answer(out[r.request_id]) for r in reqs] == alone
 
 

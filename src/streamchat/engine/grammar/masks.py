@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import llguidance
-import llguidance.torch
 import torch
 
 from streamchat.engine.grammar.constraint import Constraint
@@ -51,7 +50,9 @@ class MaskWorker:
     def _compute(self, constraints: list[Constraint], bitmask: torch.Tensor) -> torch.Tensor:
         began = time.perf_counter()
         pairs = [(c.matcher, i) for i, c in enumerate(constraints)]
-        llguidance.torch.fill_next_token_bitmask_par(self._executor, pairs, bitmask)
+        # What llguidance.torch.fill_next_token_bitmask_par does; importing that module compiles a
+        # kernel with torch.compile at import, which loads torch._dynamo (~150 MB resident).
+        self._executor.unsafe_compute_mask_ptr(pairs, bitmask.data_ptr(), self._words * 4, len(pairs))
         self.times.add(time.perf_counter() - began)
         return bitmask
 

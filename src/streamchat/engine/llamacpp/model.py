@@ -28,6 +28,12 @@ class LlamaModel:
         self.vocab = llama.llama_model_get_vocab(self.ptr)
         self.n_vocab = llama.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = llama.llama_model_n_ctx_train(self.ptr)
+        self.n_layer = llama.llama_model_n_layer(self.ptr)
+
+    @property
+    def probe_token(self) -> int:
+        """A token to write where its keys and values can be recognised (any ordinary one)."""
+        return llama.llama_vocab_bos(self.vocab) if llama.llama_vocab_bos(self.vocab) >= 0 else 0
 
     @property
     def kv_bytes_per_token(self) -> int:

@@ -24,24 +24,30 @@ class _Parked:
 
 
 class ParkedPrefixes:
-    """The `PrefixStore` of the llama.cpp runner; sequence ids `first_id..first_id+slots-1` are its own."""
+    """The `PrefixStore` of the llama.cpp runner; sequence ids `first_id..first_id+slots-1` are its own.
 
-    def __init__(self, cache: LlamaCppCache, first_id: int, slots: int) -> None:
+    Parked cells are resident memory: together they hold at most `max_tokens` (the least recently
+    used go first), the share of the cache budget the factory keeps out of the rows' reach.
+    """
+
+    def __init__(self, cache: LlamaCppCache, first_id: int, slots: int, max_tokens: int | None = None) -> None:
         self._cache = cache
         self._free_ids = list(range(first_id, first_id + slots))
         self.parked: list[_Parked] = []
         self._clock = 0
+        self.max_tokens = max_tokens
 
     def park(self, row: int, tokens: list[int]) -> None:
         """Copy the cells of `row` (holding `tokens`) into a spare sequence id after its sequence ends."""
         n = min(len(tokens), self._cache.lens[row])
-        if n < MIN_REUSE or not (self._free_ids or self.parked):
+        limit = self.max_tokens if self.max_tokens is not None else n
+        if n < MIN_REUSE or n > limit or not (self._free_ids or self.parked):
             return
         tokens = tokens[:n]
         # the same chat, one turn further on, replaces its earlier turn
         for p in [p for p in self.parked if tokens[: len(p.tokens)] == p.tokens]:
             self._unpark(p)
-        if not self._free_ids:
+        while self.parked and (not self._free_ids or self.held_tokens + n > limit):
             self._unpark(min(self.parked, key=lambda p: p.last_used))
         seq_id = self._free_ids.pop()
         self._cache.copy(row, seq_id, n)
@@ -63,6 +69,10 @@ class ParkedPrefixes:
         self._clock += 1
         best.last_used = self._clock
         return best_len
+
+    @property
+    def held_tokens(self) -> int:
+        return sum(len(p.tokens) for p in self.parked)
 
     def forget_all(self) -> None:
         """The cells were cleared under us (a failed decode): nothing parked is there any more."""

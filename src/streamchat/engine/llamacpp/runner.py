@@ -7,6 +7,7 @@ uses; only the forward and the cache change. The pieces:
 - `batch.py`: one forward as one `llama_batch`, with the rules that keep a row's numbers
   independent of its batch;
 - `prefixes.py`: finished sequences parked in spare sequence ids for the next chat turn;
+- `pages.py`: the memory behind cells no sequence holds goes back to the OS;
 - `engine/memory.py`: how many cells each stream gets.
 
 A sequence never holds more than `n_ctx_seq` positions, which is the engine's `max_model_len`.
@@ -25,6 +26,7 @@ import torch
 from streamchat.engine.llamacpp.batch import INVARIANT_ROW_CHUNK, BatchWriter, needs_company
 from streamchat.engine.llamacpp.cache import LlamaCppCache
 from streamchat.engine.llamacpp.model import LlamaModel
+from streamchat.engine.llamacpp.pages import KvPages, Layout, anonymous_ranges, locate
 from streamchat.engine.llamacpp.prefixes import ParkedPrefixes
 from streamchat.engine.memory import CELL_STEP, round_up
 
@@ -36,7 +38,7 @@ LLAMA_MAX_SEQ = 256  # sequence ids (rows and parked prefixes) one context can h
 class LlamaCppRunner:
     """`n_ctx_seq` is each sequence's capacity in positions (llama.cpp rounds it up to 256s; read the
     result back from `self.n_ctx_seq`). `park_slots` spare sequence ids hold finished prefixes for
-    reuse (0: no prefix reuse, `prefixes` is None)."""
+    reuse (0: no prefix reuse, `prefixes` is None), `park_tokens` tokens in all at most."""
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class LlamaCppRunner:
         threads: int | None = None,
         park_slots: int = 0,
         batch_invariant: bool = True,
+        park_tokens: int | None = None,
     ) -> None:
         if max_num_seqs + park_slots > LLAMA_MAX_SEQ:
             raise ValueError(
@@ -66,26 +69,51 @@ class LlamaCppRunner:
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
         params.kv_unified = False  # one stream of cells per sequence
+        before = anonymous_ranges()
         self.ctx = llama.llama_init_from_model(model.ptr, params)
         if not self.ctx:
             raise RuntimeError(f"llama.cpp could not create a context of {n_seq_max} × {n_ctx_seq} cells")
         self.n_ctx_seq = _n_ctx_seq(self.ctx, n_seq_max)
         self.batch_invariant = batch_invariant
         self.max_row_chunk: int | None = INVARIANT_ROW_CHUNK if batch_invariant else None
-        self.cache = LlamaCppCache(self.ctx, max_num_seqs)
+        self.cache = LlamaCppCache(self.ctx, max_num_seqs, n_seq_max)
         self.prefixes: ParkedPrefixes | None = (
-            ParkedPrefixes(self.cache, max_num_seqs, park_slots) if park_slots else None
+            ParkedPrefixes(self.cache, max_num_seqs, park_slots, park_tokens) if park_slots else None
         )
         self._batch = BatchWriter(max_batch_tokens)
+        self.cache.pages = self._find_pages(before, n_seq_max)
         log.info(
-            "llama.cpp context: (%d rows + %d parked prefixes) × %d cells (%.0f MiB), batch %d, %d threads",
+            "llama.cpp context: (%d rows + %d parked prefixes) × %d cells (%.0f MiB of address space, %s), "
+            "batch %d, %d threads",
             max_num_seqs,
             park_slots,
             self.n_ctx_seq,
             n_seq_max * self.n_ctx_seq * model.kv_bytes_per_token / 2**20,
+            "resident as used" if self.cache.pages else "all resident",
             max_batch_tokens,
             threads,
         )
+
+    @property
+    def pages_released(self) -> bool:
+        """Whether memory follows the tokens held (False: every cell stays resident)."""
+        return self.cache.pages is not None
+
+    def _find_pages(self, before: list[tuple[int, int]], n_seq_max: int) -> KvPages | None:
+        """Write one probe token into row 0, find its keys and values in memory, then empty it."""
+        n_tensors = 2 * self.model.n_layer
+        shape = Layout(0, self.model.kv_bytes_per_token // n_tensors, self.n_ctx_seq, n_seq_max, n_tensors)
+        self._batch.fill(0, [[self.model.probe_token]], [0], company=False)
+        self._decode()
+        size = llama.llama_state_seq_get_size(self.ctx, 0)
+        saved = (ctypes.c_uint8 * size)()
+        llama.llama_state_seq_get_data(self.ctx, saved, size, 0)
+        layout = locate(before, anonymous_ranges(), shape, 0, bytes(saved))
+        self.cache.forget(0)
+        if layout is None:
+            log.warning("could not find llama.cpp's KV cells in memory: every cell stays resident")
+            return None
+        return KvPages(layout)
 
     @property
     def max_batch_tokens(self) -> int:
@@ -102,6 +130,7 @@ class LlamaCppRunner:
         self._decode()
         for row, chunk, start in zip(rows, chunks, starts, strict=True):
             self.cache.lens[row] = start + len(chunk)
+            self.cache.wrote(row, start + len(chunk) + company)
         if company:  # drop the throwaway query's cell
             self.cache.lens[first_row] += 1
             self.cache.truncate(first_row, starts[0] + 1)
