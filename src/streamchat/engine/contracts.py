@@ -15,10 +15,15 @@ Two capabilities are optional and declared as such rather than filled with no-op
   needs it to keep greedy answers independent of the batch.
 - `Runner.prefixes`: a `PrefixStore` that keeps the keys and values of finished sequences so a
   later prompt starting with the same tokens skips prefilling them (None: not supported).
+- `Runner.prefill_plan`: a `PrefillPlan` that decides how many tokens each prefilling row feeds
+  per forward (None, or absent: fill `prefill_chunk` tokens row by row up to `max_row_chunk`).
+  llama.cpp needs it to prefill long prompts in large chunks while every position's keys and
+  values still come from the same arithmetic whatever the neighbours.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -37,12 +42,30 @@ class RowCache(Protocol):
 
 
 class PrefixStore(Protocol):
-    def reuse_prefix(self, row: int, token_ids: list[int]) -> int:
-        """Put stored keys/values of a prefix of `token_ids` into `row`; return how many (< len)."""
+    def reuse_prefix(self, row: int, token_ids: list[int], prompt_len: int) -> int:
+        """Put stored keys/values of a prefix of `token_ids` (its first `prompt_len` the prompt) into
+        `row`; return how many (< len)."""
         ...
 
-    def park(self, row: int, token_ids: list[int]) -> None:
-        """`row`'s sequence ended holding `token_ids`: keep them for a later `reuse_prefix`."""
+    def park(self, row: int, token_ids: list[int], prompt_len: int) -> None:
+        """`row`'s sequence ended holding `token_ids` (the first `prompt_len` its prompt): keep them
+        for a later `reuse_prefix`."""
+        ...
+
+
+@dataclass(frozen=True)
+class PrefillRow:
+    """What a prefill plan knows of one prefilling row."""
+
+    cached: int  # positions already in the cache
+    prompt: int  # the prompt's length (positions past it are output recomputed after preemption)
+    total: int  # positions to hold before decoding: prompt and output so far
+
+
+class PrefillPlan(Protocol):
+    def __call__(self, rows: list[PrefillRow], budget: int) -> list[int]:
+        """Tokens each of the first rows feeds in the next forward (one entry per row fed, in row
+        order, each > 0), about `budget` in all."""
         ...
 
 
@@ -50,6 +73,7 @@ class Runner(Protocol):
     cache: RowCache
     max_row_chunk: int | None
     prefixes: PrefixStore | None
+    prefill_plan: PrefillPlan | None
 
     def forward(self, first_row: int, chunks: list[list[int]], starts: list[int]) -> torch.Tensor:
         """logits: [len(chunks), vocab], float32, at each chunk's last token."""

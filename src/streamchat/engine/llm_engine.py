@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from streamchat.engine.answer_text import AnswerText
-from streamchat.engine.contracts import PrefixStore, Runner, Tokenizer
+from streamchat.engine.contracts import PrefillPlan, PrefillRow, PrefixStore, Runner, Tokenizer
 from streamchat.engine.grammar.masks import MaskWorker
 from streamchat.engine.sampler import Masks, RowState, Sampled, sample
 from streamchat.engine.scheduler import Scheduler
@@ -152,20 +152,26 @@ class LLMEngine:
     def _reuse_prefixes(self, prefixes: PrefixStore, admitted: list[Sequence]) -> None:
         """Start just-admitted sequences after the prefix the runner still holds from a finished one."""
         for seq in admitted:
-            seq.num_cached = prefixes.reuse_prefix(seq.row, seq.prompt_ids + seq.output_ids)
+            seq.num_cached = prefixes.reuse_prefix(seq.row, seq.prompt_ids + seq.output_ids, len(seq.prompt_ids))
             self.stats.reused_tokens += seq.num_cached
 
     def _prefill(self, out: list[tuple[str, Delta]]) -> None:
-        """One forward over a contiguous run of prefilling rows, at most `prefill_chunk` tokens
-        (and at most the runner's `max_row_chunk` per row)."""
-        seqs, chunks, budget = [], [], self.prefill_chunk
-        for seq in self.scheduler.prefilling:
-            if budget <= 0:
-                break
-            chunk = seq.uncached[: min(budget, self.runner.max_row_chunk or budget)]
-            seqs.append(seq)
-            chunks.append(chunk)
-            budget -= len(chunk)
+        """One forward over a contiguous run of prefilling rows, about `prefill_chunk` tokens: as the
+        runner's prefill plan says, or else row by row, at most its `max_row_chunk` per row."""
+        prefilling = self.scheduler.prefilling
+        plan: PrefillPlan | None = getattr(self.runner, "prefill_plan", None)  # absent in older runners
+        if plan is not None:
+            rows = [PrefillRow(s.num_cached, len(s.prompt_ids), s.num_tokens) for s in prefilling]
+            sizes = plan(rows, self.prefill_chunk)
+        else:
+            sizes, budget = [], self.prefill_chunk
+            for seq in prefilling:
+                if budget <= 0:
+                    break
+                sizes.append(min(budget, self.runner.max_row_chunk or budget, len(seq.uncached)))
+                budget -= sizes[-1]
+        seqs = prefilling[: len(sizes)]
+        chunks = [seq.uncached[:n] for seq, n in zip(seqs, sizes, strict=True)]
         finishing = [s for s, c in zip(seqs, chunks, strict=True) if len(c) == len(s.uncached)]
         masks = self._start_masks(finishing)  # computed while the forward runs
         logits = self.runner.forward(seqs[0].row, chunks, [s.num_cached for s in seqs])
@@ -257,7 +263,8 @@ class LLMEngine:
         self, seq: Sequence, reason: FinishReason, text: str, logprobs, token_ids, error: str | None = None
     ) -> Delta:
         if self.runner.prefixes is not None:  # the next chat turn starts with these tokens
-            self.runner.prefixes.park(seq.row, (seq.prompt_ids + seq.output_ids)[: seq.num_cached])
+            held = (seq.prompt_ids + seq.output_ids)[: seq.num_cached]
+            self.runner.prefixes.park(seq.row, held, len(seq.prompt_ids))
         self.scheduler.remove(seq)
         self.stats.finished += 1
         return self._finish(seq, reason, text, logprobs=logprobs, token_ids=token_ids, error=error)

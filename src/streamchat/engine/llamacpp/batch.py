@@ -7,9 +7,10 @@ only at each row's last token.
 ggml's CPU flash attention computes a query row by the same arithmetic whatever else is in the
 ubatch, except in two cases: a tiled kernel (other rounding) once a ubatch holds 64 queries of one
 stream, and a split-KV kernel for a lone query (one stream, one token) over >= 512 cells. With
-batch invariance on, a row feeds at most 63 tokens per forward (`INVARIANT_ROW_CHUNK`, which the
-engine's prefill honours), and a lone one-token forward past 256 cells gets a throwaway second
-query of the same row (`needs_company`): greedy answers then do not depend on the batch.
+batch invariance on, which positions the tiled kernel computes is decided by the sequence alone
+(prefill.py: its prompt, if 64 tokens or more, and nothing else; other rows feed at most 63 tokens,
+`INVARIANT_ROW_CHUNK`), and a lone one-token forward past 256 cells gets a throwaway second query of
+the same row (`needs_company`): greedy answers then do not depend on the batch.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 When a sequence ends, its cells are copied into a spare sequence id (each with its own stream), so
 the next turn of the same chat copies the shared prefix into its row instead of prefilling it.
-Because every stream holds its cells at 0..n-1 in position order and batch-invariant prefill
-computes the same keys and values whatever the neighbours, a reused prefix does not change answers.
+Every stream holds its cells at 0..n-1 in position order, and batch-invariant prefill computes the
+same keys and values whatever the neighbours, with the attention kernel its own prompt decides
+(prefill.py); a prefix is reused only as far as a fresh prefill would have computed it the same
+way, so reuse does not change answers.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streamchat.engine.llamacpp.cache import LlamaCppCache
+from streamchat.engine.llamacpp.prefill import reusable
 
 MIN_REUSE = 8  # a shorter shared prefix is not worth the bookkeeping
 PARK_SLOTS = 4  # finished chats whose cells are kept for their next turn
@@ -20,6 +23,7 @@ PARK_SLOTS = 4  # finished chats whose cells are kept for their next turn
 class _Parked:
     seq_id: int
     tokens: list[int]
+    prompt_len: int
     last_used: int = 0
 
 
@@ -37,8 +41,9 @@ class ParkedPrefixes:
         self._clock = 0
         self.max_tokens = max_tokens
 
-    def park(self, row: int, tokens: list[int]) -> None:
-        """Copy the cells of `row` (holding `tokens`) into a spare sequence id after its sequence ends."""
+    def park(self, row: int, tokens: list[int], prompt_len: int) -> None:
+        """Copy the cells of `row` (holding `tokens`, the first `prompt_len` its prompt) into a spare
+        sequence id after its sequence ends."""
         n = min(len(tokens), self._cache.lens[row])
         limit = self.max_tokens if self.max_tokens is not None else n
         if n < MIN_REUSE or n > limit or not (self._free_ids or self.parked):
@@ -52,16 +57,17 @@ class ParkedPrefixes:
         seq_id = self._free_ids.pop()
         self._cache.copy(row, seq_id, n)
         self._clock += 1
-        self.parked.append(_Parked(seq_id, tokens, self._clock))
+        self.parked.append(_Parked(seq_id, tokens, prompt_len, self._clock))
 
-    def reuse_prefix(self, row: int, tokens: list[int]) -> int:
-        """Copy the longest parked prefix of `tokens` into `row`; return its length (< len(tokens))."""
+    def reuse_prefix(self, row: int, tokens: list[int], prompt_len: int) -> int:
+        """Copy the longest reusable parked prefix of `tokens` (the first `prompt_len` its prompt)
+        into `row`; return its length (< len(tokens))."""
         best, best_len = None, 0
         for p in self.parked:
-            n = _common_prefix(p.tokens, tokens)
+            # the last token must be fed for its logits
+            n = reusable(min(_common_prefix(p.tokens, tokens), len(tokens) - 1), p.prompt_len, prompt_len)
             if n > best_len:
                 best, best_len = p, n
-        best_len = min(best_len, len(tokens) - 1)  # the last prompt token must be fed for its logits
         if best is None or best_len < MIN_REUSE:
             return 0
         self._cache.copy(best.seq_id, row, best_len)

@@ -6,6 +6,7 @@ uses; only the forward and the cache change. The pieces:
 - `cache.py`: engine rows as llama.cpp sequence ids, each with its own KV stream; row moves copy cells;
 - `batch.py`: one forward as one `llama_batch`, with the rules that keep a row's numbers
   independent of its batch;
+- `prefill.py`: how many tokens a prefilling row feeds per forward, for the same reason;
 - `prefixes.py`: finished sequences parked in spare sequence ids for the next chat turn;
 - `pages.py`: the memory behind cells no sequence holds goes back to the OS;
 - `engine/memory.py`: how many cells each stream gets.
@@ -23,10 +24,12 @@ import os
 import llama_cpp as llama
 import torch
 
+from streamchat.engine.contracts import PrefillPlan
 from streamchat.engine.llamacpp.batch import INVARIANT_ROW_CHUNK, BatchWriter, needs_company
 from streamchat.engine.llamacpp.cache import LlamaCppCache
 from streamchat.engine.llamacpp.model import LlamaModel
 from streamchat.engine.llamacpp.pages import KvPages, Layout, anonymous_ranges, locate
+from streamchat.engine.llamacpp.prefill import TILED_FROM, invariant_plan
 from streamchat.engine.llamacpp.prefixes import ParkedPrefixes
 from streamchat.engine.memory import CELL_STEP, round_up
 
@@ -58,6 +61,7 @@ class LlamaCppRunner:
             )
         if max_batch_tokens < max_num_seqs:
             raise ValueError(f"a batch of {max_batch_tokens} tokens cannot decode {max_num_seqs} rows at once")
+        max_batch_tokens = max(max_batch_tokens, 2 * TILED_FROM)  # room for the smallest tiled prefill
         self.model = model
         self.vocab_size = model.n_vocab
         threads = threads or os.cpu_count() or 1
@@ -76,6 +80,7 @@ class LlamaCppRunner:
         self.n_ctx_seq = _n_ctx_seq(self.ctx, n_seq_max)
         self.batch_invariant = batch_invariant
         self.max_row_chunk: int | None = INVARIANT_ROW_CHUNK if batch_invariant else None
+        self.prefill_plan: PrefillPlan | None = invariant_plan if batch_invariant else None
         self.cache = LlamaCppCache(self.ctx, max_num_seqs, n_seq_max)
         self.prefixes: ParkedPrefixes | None = (
             ParkedPrefixes(self.cache, max_num_seqs, park_slots, park_tokens) if park_slots else None

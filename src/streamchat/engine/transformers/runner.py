@@ -21,6 +21,7 @@ class TransformersRunner:
 
     max_row_chunk: int | None = None
     prefixes: None = None
+    prefill_plan: None = None
 
     def __init__(self, model: torch.nn.Module) -> None:
         cfg = model.config.get_text_config()
