@@ -50,7 +50,14 @@ class Settings(BaseSettings):
     threads: int | None = Field(None, ge=1)
     batch_invariant: bool = Field(
         True,
-        description="llama.cpp: keep greedy answers independent of the batch (at most 63 tokens per row per forward)",
+        description="llama.cpp: keep greedy answers independent of the batch (each sequence's prompt alone decides "
+        "which attention kernel computes it)",
+    )
+    spec_tokens: int = Field(
+        8, ge=0, le=32, description="llama.cpp: draft tokens per step from prompt lookup (speculative decoding; 0: off)"
+    )
+    spec_max_running: int = Field(
+        1, ge=0, description="draft only while at most this many sequences decode (it pays off at low concurrency)"
     )
     prefix_reuse: bool = Field(True, description="reuse the keys/values of the last chat turn (llamacpp)")
     api_key: Annotated[list[str], NoDecode] = Field(

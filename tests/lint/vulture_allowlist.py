@@ -19,8 +19,9 @@ conversation, kwargs, add_special_tokens, skip_special_tokens
 # llama.cpp context parameters (a ctypes struct the C library reads)
 _.n_ctx, _.n_batch, _.n_ubatch, _.n_threads, _.n_threads_batch, _.no_perf, _.kv_unified
 # counters read by name (getattr) by the metrics collector and /health
-generated_tokens, prefilled_tokens, reused_tokens, steps, disconnects, abandoned
+generated_tokens, prefilled_tokens, reused_tokens, steps, disconnects, abandoned, draft_tokens, accepted_tokens
 _.steps, _.reused_tokens, _.prefilled_tokens, _.generated_tokens, _.disconnects, _.abandoned
+_.draft_tokens, _.accepted_tokens
 # torch and transformers call these on modules and caches
 _.extra_repr, _.get_seq_length, module, dropout
 # uvicorn calls these on its protocol and server

@@ -151,6 +151,8 @@ _ENGINE_COUNTERS = (
     ("streamchat_preemptions", "preempted", "Sequences preempted for cache room"),
     ("streamchat_prefill_tokens", "prefilled_tokens", "Tokens fed to prefill forwards (reused prefixes excluded)"),
     ("streamchat_engine_steps", "steps", "Engine steps run"),
+    ("streamchat_spec_draft_tokens", "draft_tokens", "Draft tokens proposed by prompt lookup (speculative decoding)"),
+    ("streamchat_spec_accepted_tokens", "accepted_tokens", "Draft tokens kept: acceptance rate = accepted / draft"),
 )
 _STREAM_COUNTERS = (
     ("streamchat_streams_started", "started", "Event streams started"),

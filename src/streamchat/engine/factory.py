@@ -23,6 +23,7 @@ from streamchat.engine.memory import (
 )
 from streamchat.engine.model_files import gguf_path
 from streamchat.engine.sampling_defaults import merged, parse
+from streamchat.engine.speculation import PromptLookup
 
 if TYPE_CHECKING:
     from streamchat.engine.llamacpp.loader import LoadedGGUF
@@ -166,7 +167,9 @@ def _llamacpp_engine(settings: Settings) -> _Built:
     # where every cell is resident anyway, every row may run at full length: never preempt
     full = settings.max_num_seqs * loaded.max_model_len
     cache_tokens = budget - park_tokens if runner.pages_released else full
-    return _built(runner, loaded, settings, cache_tokens, padded_cache=False)
+    llm, loaded = _built(runner, loaded, settings, cache_tokens, padded_cache=False)
+    llm.speculation = PromptLookup(settings.spec_tokens, settings.spec_max_running, loaded.max_model_len)
+    return llm, loaded
 
 
 def _llamacpp_runner(

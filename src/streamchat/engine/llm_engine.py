@@ -26,6 +26,7 @@ from streamchat.engine.grammar.masks import MaskWorker
 from streamchat.engine.sampler import Masks, RowState, Sampled, sample
 from streamchat.engine.scheduler import Scheduler
 from streamchat.engine.sequence import SeqStatus, Sequence
+from streamchat.engine.speculation import Drafts, PromptLookup
 from streamchat.engine.token_bytes import TokenBytes
 from streamchat.engine.types import Delta, FinishReason, GenerationRequest, TokenLogprob, Usage
 
@@ -44,7 +45,8 @@ class EngineStats:
     prefilled_tokens: int = 0  # tokens actually fed to prefill forwards
     reused_tokens: int = 0  # prompt tokens whose keys/values came from a finished sequence
     steps: int = 0
-
+    draft_tokens: int = 0  # tokens proposed by prompt lookup (speculation.py)
+    accepted_tokens: int = 0  # of those, the ones decoding would have picked: kept
 
 
 class LLMEngine:
@@ -59,6 +61,7 @@ class LLMEngine:
         prefill_chunk: int = 512,
         seed: int = 0,
         padded_cache: bool = True,
+        speculation: PromptLookup | None = None,
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
@@ -66,6 +69,7 @@ class LLMEngine:
         self.max_model_len = max_model_len
         self.prefill_chunk = prefill_chunk
         self.scheduler = Scheduler(runner.cache, max_num_seqs, cache_tokens, padded_cache)
+        self.speculation = speculation  # needs a runner with forward_all (logits at every position)
         self.stats = EngineStats()
         self._by_id: dict[str, Sequence] = {}
         self._rng = torch.Generator().manual_seed(seed)
@@ -188,12 +192,39 @@ class LLMEngine:
 
     def _decode(self, out: list[tuple[str, Delta]]) -> None:
         seqs = self.scheduler.decoding
-        chunks = [[s.output_ids[-1]] for s in seqs]
+        drafts = self.speculation.propose(seqs) if self.speculation is not None else None
         masks = self._start_masks(seqs)  # computed while the forward runs
+        if drafts is not None:
+            self._decode_drafted(seqs, drafts, out, masks)
+            return
+        chunks = [[s.output_ids[-1]] for s in seqs]
         logits = self.runner.forward(0, chunks, [s.num_cached for s in seqs])  # [rows, vocab]
         for s in seqs:
             s.num_cached += 1
         self._sample_and_emit(seqs, logits, out, masks)
+
+    def _decode_drafted(
+        self, seqs: list[Sequence], drafts: Drafts, out: list, pending: tuple[list[int], Future] | None
+    ) -> None:
+        """One forward over each row's last token and its drafts (padded to `drafts.width`); every
+        row's first position is sampled as a decode step samples it, then each draft is kept while
+        it equals what the row picks at its position (speculation.py)."""
+        width, starts = drafts.width, [s.num_cached for s in seqs]
+        chunks = [_padded([s.output_ids[-1], *d], width) for s, d in zip(seqs, drafts.tokens, strict=True)]
+        logits = self.runner.forward_all(0, chunks, starts)  # type: ignore[attr-defined]  # [rows * width, vocab]
+        masks: Masks | None = (pending[0], pending[1].result()) if pending is not None else None
+        firsts = sample(logits[::width], [self._row_state(s) for s in seqs], self._rng, masks)
+        for i, (seq, draft, choice) in enumerate(zip(seqs, drafts.tokens, firsts, strict=True)):
+            seq.num_cached = starts[i] + 1
+            delta, kept = self._advance(seq, choice), 0
+            while not delta.finished and kept < len(draft) and choice.token_id == draft[kept]:
+                kept += 1
+                seq.num_cached = starts[i] + 1 + kept
+                (choice,) = sample(logits[i * width + kept].unsqueeze(0), [self._row_state(seq)], self._rng)
+                delta = _joined(delta, self._advance(seq, choice))
+            self.stats.draft_tokens += len(draft)
+            self.stats.accepted_tokens += kept
+            out.append((seq.id, delta))
 
     def _start_masks(self, seqs: list[Sequence]) -> tuple[list[int], Future[torch.Tensor]] | None:
         """Begin the grammar masks of the constrained rows among `seqs` (positions in `seqs`)."""
@@ -281,3 +312,13 @@ class LLMEngine:
         name, data = self._token_bytes.name, self._token_bytes
         top = tuple((name(t), lp, list(data(t))) for t, lp in choice.top)
         return (TokenLogprob(name(choice.token_id), choice.logprob, list(data(choice.token_id)), top),)
+
+
+def _padded(chunk: list[int], width: int) -> list[int]:
+    """`chunk` filled up to `width` with its first token: a row without drafts takes its first position only."""
+    return chunk + [chunk[0]] * (width - len(chunk))
+
+
+def _joined(a: Delta, b: Delta) -> Delta:
+    """One step's deltas of one sequence as one (several tokens, when drafts were kept)."""
+    return Delta(a.text + b.text, a.token_ids + b.token_ids, b.finish_reason, b.usage, a.logprobs + b.logprobs, b.error)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from streamchat.engine.answer_text import AnswerText
 from streamchat.engine.grammar.constraint import Constraint
 from streamchat.engine.types import FinishReason, GenerationRequest
+
+if TYPE_CHECKING:
+    from streamchat.engine.speculation import NgramIndex
 
 
 class SeqStatus(enum.Enum):
@@ -35,6 +39,7 @@ class Sequence:
     row: int = -1
     queue_time: float | None = None  # set when first admitted; preemption does not reset it
     arrival: int = 0  # order of arrival in the engine: the higher, the newer
+    lookup: NgramIndex | None = None  # where its n-grams occurred, once it drafts (speculation.py)
 
 
     @property

@@ -33,8 +33,11 @@ class BatchWriter:
         self.capacity = capacity
         self.batch = llama.llama_batch_init(capacity, 0, 1)
 
-    def fill(self, first_row: int, chunks: list[list[int]], starts: list[int], company: bool) -> list[int]:
-        """Lay out the rows' chunks; return the batch index of each row's last token (its logits).
+    def fill(
+        self, first_row: int, chunks: list[list[int]], starts: list[int], company: bool, every: bool = False
+    ) -> list[int]:
+        """Lay out the rows' chunks; return the batch index of each row's last token (its logits), or
+        of every token with `every`.
 
         With `company`, a second query of the lone row follows at the next position, with no logits;
         the caller drops its cell after the decode.
@@ -45,9 +48,13 @@ class BatchWriter:
         for row, (chunk, start) in enumerate(zip(chunks, starts, strict=True), start=first_row):
             for j, tok in enumerate(chunk):
                 _put(b, i, tok, start + j, row)
+                if every:
+                    b.logits[i] = 1
+                    outputs.append(i)
                 i += 1
-            b.logits[i - 1] = 1
-            outputs.append(i - 1)
+            if not every:
+                b.logits[i - 1] = 1
+                outputs.append(i - 1)
         if company:
             _put(b, i, chunks[0][0], starts[0] + 1, first_row)
             i += 1

@@ -126,12 +126,21 @@ class LlamaCppRunner:
 
     def forward(self, first_row: int, chunks: list[list[int]], starts: list[int]) -> torch.Tensor:
         """Feed `chunks[i]` to row `first_row+i` from position `starts[i]`; logits: [rows, vocab]."""
+        return self._forward(first_row, chunks, starts, every=False)
+
+    def forward_all(self, first_row: int, chunks: list[list[int]], starts: list[int]) -> torch.Tensor:
+        """As `forward`, with logits at every position fed (to check drafts): [tokens, vocab], row
+        after row. Each chunk should stay under 64 tokens, so its positions are computed as decode
+        steps compute them."""
+        return self._forward(first_row, chunks, starts, every=True)
+
+    def _forward(self, first_row: int, chunks: list[list[int]], starts: list[int], every: bool) -> torch.Tensor:
         rows = range(first_row, first_row + len(chunks))
         self._check_fits(rows, chunks, starts)
         for row, start in zip(rows, starts, strict=True):
             self.cache.truncate(row, start)
         company = self.batch_invariant and self.max_batch_tokens > 1 and needs_company(chunks, starts, self.n_ctx_seq)
-        outputs = self._batch.fill(first_row, chunks, starts, company)
+        outputs = self._batch.fill(first_row, chunks, starts, company, every)
         self._decode()
         for row, chunk, start in zip(rows, chunks, starts, strict=True):
             self.cache.lens[row] = start + len(chunk)
