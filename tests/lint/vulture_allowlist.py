@@ -39,3 +39,5 @@ cache_control, citations, eager_input_streaming
 _.pre_tokenizer
 # Ollama routes, validators, and options read by name (getattr) when mapped to sampling settings
 tags, ps, show, _._one_or_many, _._not_zero, _._lower, repeat_penalty
+# FastAPI exception handler for an unreachable stream store (registered by decorator)
+_store_down

@@ -116,7 +116,7 @@ async def delete_response(response_id: str, ready: ReadyServer, owner: Owner) ->
     return {"id": response_id, "object": "response", "deleted": True}
 
 
-async def _stop(ready: Ready, stored: StoredResponse, patience: float = 5.0) -> None:
+async def _stop(ready: Ready, stored: StoredResponse, patience: float = 30.0) -> None:
     """Abort the answer if it still runs, and wait (briefly) until its object says how it ended."""
     if stored.body["status"] not in _RUNNING or stored.request_id is None:
         return
