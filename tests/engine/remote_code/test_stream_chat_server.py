@@ -253,3 +253,22 @@ def test_the_event_loop_stays_free_and_others_queue_while_the_model_works(glm: G
     assert answer["response"] == expected(queued)
     order = [c.start["query"] for c in glm.calls()]
     assert order.index(queued) == order.index(query) + 1 and glm.call(query).end["how"] == "closed"
+
+
+def test_every_other_protocol_streams_the_same_answer(http: httpx.Client) -> None:
+    """Anthropic's Messages, OpenAI's Responses and Ollama's chat take the one engine path too."""
+    want = expected("你好世界")
+    model = http.get("/v1/models").json()["data"][0]["id"]
+    anthropic_body = {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "你好世界"}],
+                      "stream": True}  # fmt: skip
+    raw = http.post("/v1/messages", json=anthropic_body).text
+    events = parse_sse(raw).events
+    text = "".join(json.loads(e.data)["delta"].get("text", "") for e in events if e.event == "content_block_delta")
+    assert text == want, raw[:1500]
+    events = parse_sse(http.post("/v1/responses", json={"input": "你好世界", "stream": True}).text).events
+    deltas = [json.loads(e.data)["delta"] for e in events if e.event == "response.output_text.delta"]
+    assert "".join(deltas) == want and events[-1].event == "response.completed"
+    ollama_body = {"model": model, "messages": [{"role": "user", "content": "你好世界"}]}
+    lines = http.post("/api/chat", json=ollama_body).text.splitlines()
+    assert "".join(json.loads(line)["message"]["content"] for line in lines) == want
+    assert json.loads(lines[-1])["done"] is True
