@@ -224,6 +224,7 @@ class LLMEngine:
                 delta = _joined(delta, self._advance(seq, choice))
             self.stats.draft_tokens += len(draft)
             self.stats.accepted_tokens += kept
+            self.speculation.kept(seq, len(draft), kept)  # type: ignore[union-attr]
             out.append((seq.id, delta))
 
     def _start_masks(self, seqs: list[Sequence]) -> tuple[list[int], Future[torch.Tensor]] | None:

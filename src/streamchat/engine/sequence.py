@@ -17,7 +17,7 @@ from streamchat.engine.grammar.constraint import Constraint
 from streamchat.engine.types import FinishReason, GenerationRequest
 
 if TYPE_CHECKING:
-    from streamchat.engine.speculation import NgramIndex
+    from streamchat.engine.speculation import Lookup
 
 
 class SeqStatus(enum.Enum):
@@ -39,7 +39,7 @@ class Sequence:
     row: int = -1
     queue_time: float | None = None  # set when first admitted; preemption does not reset it
     arrival: int = 0  # order of arrival in the engine: the higher, the newer
-    lookup: NgramIndex | None = None  # where its n-grams occurred, once it drafts (speculation.py)
+    lookup: Lookup | None = None  # its n-grams and drafting state, once it drafts (speculation.py)
 
 
     @property

@@ -9,10 +9,13 @@ would make: the runner computes every position of a short chunk by the same arit
 decode step (llamacpp/prefill.py), so a greedy answer is the same with or without drafts; drafts
 only save forwards.
 
-A forward of a few tokens costs about what one token costs while few rows decode (a CPU reads the
-weights once per forward and is otherwise idle), and much more once the batch keeps it busy, so
-drafting is on only while at most `max_running` sequences decode. Only greedy rows without a
-grammar draft (a sampled row would draw its random numbers differently, and a grammar's mask
+A draft is not free: on a 2-core CPU a forward costs about 8 ms for one token and 3 ms more for
+each further one (the small model's products are compute-bound), so a drafted token pays off only
+if it is kept more often than about 40 % of the time. Each sequence therefore adapts: its draft
+length doubles while whole drafts are kept and falls back to one past what was kept, and a draft
+kept not at all pauses drafting for a few steps (1, 2, 4… up to 32). Drafting is on only while at
+most `max_running` sequences decode: a busy batch already uses the cores. Only greedy rows without
+a grammar draft (a sampled row would draw its random numbers differently, and a grammar's mask
 covers one position); the others share the forward, padded, and take their first position only.
 """
 
@@ -24,6 +27,8 @@ from streamchat.engine.sequence import Sequence
 
 NGRAM_MAX = 4
 NGRAM_MIN = 2
+FIRST_DRAFT = 4  # a sequence's first draft length, before it has shown how much it copies
+MAX_PAUSE = 32  # steps without drafting after drafts that were not kept at all, at most
 
 
 @dataclass
@@ -45,6 +50,24 @@ class NgramIndex:
             if start is not None:
                 return tokens[start : start + limit]
         return []
+
+
+@dataclass
+class Lookup:
+    """One sequence's drafting: its n-grams, how long its next draft may be, when it may draft again."""
+
+    index: NgramIndex = field(default_factory=NgramIndex)
+    limit: int = FIRST_DRAFT
+    pause: int = 0  # steps left without drafting
+    backoff: int = 1  # the next pause
+
+    def kept(self, drafted: int, kept: int, max_draft: int) -> None:
+        """How a draft fared: adapt the next draft's length, and pause after a draft not kept at all."""
+        self.limit = min(max_draft, 2 * self.limit) if kept == drafted else max(1, kept + 1)
+        if kept:
+            self.backoff = 1
+        else:
+            self.pause, self.backoff = self.backoff, min(MAX_PAUSE, 2 * self.backoff)
 
 
 @dataclass
@@ -71,6 +94,11 @@ class PromptLookup:
         width = min(1 + max(map(len, drafts), default=0), *(self.max_model_len - s.num_tokens + 1 for s in seqs))
         return Drafts([d[: width - 1] for d in drafts], width) if width > 1 else None
 
+    def kept(self, seq: Sequence, drafted: int, kept: int) -> None:
+        """`seq` kept `kept` of its `drafted` draft tokens."""
+        if seq.lookup is not None and drafted:
+            seq.lookup.kept(drafted, kept, self.max_draft)
+
     def _draft(self, seq: Sequence) -> list[int]:
         p = seq.request.params
         if not p.greedy or seq.constraint is not None:
@@ -79,6 +107,8 @@ class PromptLookup:
         room = min(self.max_model_len - seq.num_tokens, p.max_tokens - len(seq.output_ids)) - 1
         if room <= 0:
             return []
-        if seq.lookup is None:
-            seq.lookup = NgramIndex()
-        return seq.lookup.draft(seq.prompt_ids + seq.output_ids, min(self.max_draft, room))
+        lookup = seq.lookup = seq.lookup or Lookup(limit=min(FIRST_DRAFT, self.max_draft))
+        if lookup.pause:
+            lookup.pause -= 1
+            return []
+        return lookup.index.draft(seq.prompt_ids + seq.output_ids, min(lookup.limit, room))

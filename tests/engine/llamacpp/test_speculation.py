@@ -13,7 +13,7 @@ from streamchat.engine.answer_text import AnswerText  # noqa: E402
 from streamchat.engine.llamacpp.loader import LoadedGGUF, load_gguf  # noqa: E402
 from streamchat.engine.llm_engine import LLMEngine  # noqa: E402
 from streamchat.engine.sequence import Sequence  # noqa: E402
-from streamchat.engine.speculation import NgramIndex, PromptLookup  # noqa: E402
+from streamchat.engine.speculation import FIRST_DRAFT, Lookup, NgramIndex, PromptLookup  # noqa: E402
 from streamchat.engine.types import FinishReason, GenerationRequest, SamplingParams  # noqa: E402
 
 from ..test_llm_engine import QUESTIONS, run, text, tokens  # noqa: E402
@@ -62,6 +62,24 @@ def test_only_greedy_rows_draft_and_only_at_low_concurrency() -> None:
     assert near_end is not None and near_end.tokens == [[3]]  # the answer reaches the context after one more
     short = SamplingParams(max_tokens=2, temperature=0.0)
     assert lookup.propose([seq(prompt, short, [9])]) is None  # one token left to write: nothing to draft
+
+
+def test_drafts_grow_while_kept_shrink_when_not_and_pause_when_never_kept() -> None:
+    lookup = Lookup()
+    assert lookup.limit == FIRST_DRAFT
+    lookup.kept(FIRST_DRAFT, FIRST_DRAFT, max_draft=16)
+    assert lookup.limit == 2 * FIRST_DRAFT  # a whole draft kept: the text is being copied
+    lookup.kept(8, 3, max_draft=16)
+    assert lookup.limit == 4 and lookup.pause == 0  # one past what was kept
+    lookup.kept(4, 0, max_draft=16)
+    lookup.kept(1, 0, max_draft=16)
+    assert (lookup.limit, lookup.pause, lookup.backoff) == (1, 2, 4)  # pauses double while nothing is kept
+    prompt = [1, 2, 3, 4, 1, 2]
+    s = seq(prompt, SamplingParams(max_tokens=50, temperature=0.0))
+    s.lookup = lookup
+    drafts = PromptLookup(max_draft=16, max_running=1, max_model_len=100)
+    assert [drafts.propose([s]) for _ in range(2)] == [None, None] and lookup.pause == 0  # paused two steps
+    assert drafts.propose([s]).tokens == [[3]]  # then drafts again, one token
 
 
 def drafting(engine: LLMEngine, max_running: int = 1) -> LLMEngine:
