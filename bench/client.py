@@ -33,12 +33,16 @@ PROMPTS = [
 
 @dataclass
 class Target:
-    """Where and how to talk to one server; ``extra_body(n)`` forces answers of exactly n tokens."""
+    """Where and how to talk to one server; ``extra_body(n)`` forces answers of exactly n tokens,
+    ``plain_body`` asks for plain greedy answers of their own length (no repetition penalty)."""
 
     base_url: str
     protocol: str  # "openai" (/v1/chat/completions) or "seed" (/stream)
     model: str = ""
     extra_body: Callable[[int], dict[str, Any]] = lambda n: {}
+    plain_body: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None  # the server's process, for its memory
+    metrics: str = ""  # path of streamchat's Prometheus counters, if the server has them
 
 
 @dataclass
@@ -54,6 +58,8 @@ class StreamResult:
     done: bool = False  # saw ``data: [DONE]`` (transformers serve never sends it)
     finish_reason: str | None = None
     error: str | None = None
+    prompt_tokens: int | None = None  # from the usage report
+    text: str = ""
 
 
 @dataclass
@@ -69,8 +75,9 @@ class WaveResult:
         return sum(s.tokens for s in self.streams)
 
 
-def _body(target: Target, prompt: str, tokens: int) -> tuple[str, dict[str, Any]]:
-    """Path and JSON body of one request in the target's protocol."""
+def _body(target: Target, prompt: str, tokens: int, forced: bool = True) -> tuple[str, dict[str, Any]]:
+    """Path and JSON body of one request in the target's protocol: exactly `tokens` tokens when
+    `forced`, else a plain greedy answer of at most `tokens`."""
     if target.protocol == "seed":
         return "/stream", {"prompt": prompt, "history": [], "temperature": 0, **target.extra_body(tokens)}
     body = {
@@ -81,7 +88,7 @@ def _body(target: Target, prompt: str, tokens: int) -> tuple[str, dict[str, Any]
         "temperature": 0,
         "stream_options": {"include_usage": True},
     }
-    return "/v1/chat/completions", {**body, **target.extra_body(tokens)}
+    return "/v1/chat/completions", {**body, **(target.extra_body(tokens) if forced else target.plain_body)}
 
 
 def _content(target: Target, payload: dict[str, Any], result: StreamResult) -> str | None:
@@ -90,6 +97,7 @@ def _content(target: Target, payload: dict[str, Any], result: StreamResult) -> s
         return payload.get("text", "")  # one event per generated token, even an empty one
     if payload.get("usage"):
         result.usage_tokens = payload["usage"].get("completion_tokens")
+        result.prompt_tokens = payload["usage"].get("prompt_tokens")
     for choice in payload.get("choices") or []:
         result.finish_reason = choice.get("finish_reason") or result.finish_reason
         text = (choice.get("delta") or {}).get("content")
@@ -98,9 +106,11 @@ def _content(target: Target, payload: dict[str, Any], result: StreamResult) -> s
     return None
 
 
-async def _read(client: httpx.AsyncClient, target: Target, prompt: str, tokens: int) -> StreamResult:
+async def _read(
+    client: httpx.AsyncClient, target: Target, prompt: str, tokens: int, forced: bool = True
+) -> StreamResult:
     """Send one request and read its SSE stream to the end."""
-    path, body = _body(target, prompt, tokens)
+    path, body = _body(target, prompt, tokens, forced)
     result, start = StreamResult(), time.perf_counter()
     last = start
     async with client.stream("POST", target.base_url + path, json=body) as response:
@@ -118,8 +128,10 @@ async def _read(client: httpx.AsyncClient, target: Target, prompt: str, tokens: 
             if "error" in payload:
                 result.error = str(payload["error"])[:300]
                 continue
-            if _content(target, payload, result) is None:
+            text = _content(target, payload, result)
+            if text is None:
                 continue
+            result.text += text
             now = time.perf_counter()
             if result.ttft is None:
                 result.ttft = now - start
@@ -131,7 +143,9 @@ async def _read(client: httpx.AsyncClient, target: Target, prompt: str, tokens: 
     return result
 
 
-async def stream_once(client: httpx.AsyncClient, target: Target, prompt: str, tokens: int) -> StreamResult:
+async def stream_once(
+    client: httpx.AsyncClient, target: Target, prompt: str, tokens: int, forced: bool = True
+) -> StreamResult:
     """One request, resent once if the server closed the connection before answering at all.
 
     Why: llama-server often drops a kept-alive connection right after a stream, and the next
@@ -139,7 +153,7 @@ async def stream_once(client: httpx.AsyncClient, target: Target, prompt: str, to
     """
     for attempt in range(2):
         try:
-            return await _read(client, target, prompt, tokens)
+            return await _read(client, target, prompt, tokens, forced)
         except (httpx.RemoteProtocolError, httpx.ConnectError) as exc:
             if attempt:
                 return StreamResult(error=f"{type(exc).__name__}: {exc}")
@@ -148,13 +162,21 @@ async def stream_once(client: httpx.AsyncClient, target: Target, prompt: str, to
     raise AssertionError("unreachable")
 
 
-async def wave(target: Target, concurrency: int, tokens: int, timeout: float = 600.0) -> WaveResult:
-    """Start ``concurrency`` streams at once and wait for all of them to end."""
+async def wave(
+    target: Target,
+    concurrency: int,
+    tokens: int,
+    timeout: float = 600.0,
+    prompts: list[str] | None = None,
+    forced: bool = True,
+) -> WaveResult:
+    """Start ``concurrency`` streams at once (prompts taken in turn) and wait for all of them to end."""
+    prompts = prompts or PROMPTS
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout)) as client:
         start = time.perf_counter()
         streams = await asyncio.gather(
-            *(stream_once(client, target, PROMPTS[i % len(PROMPTS)], tokens) for i in range(concurrency))
+            *(stream_once(client, target, prompts[i % len(prompts)], tokens, forced) for i in range(concurrency))
         )
         return WaveResult(concurrency, time.perf_counter() - start, list(streams))
 
@@ -192,4 +214,19 @@ def summarise(waves: list[WaveResult], tokens: int) -> dict[str, Any]:
         "chunks_per_request": [s.chunks for s in streams],
         "usage_reported": any(s.usage_tokens is not None for s in streams),
         "done_seen": sum(1 for s in streams if s.done),
+        "prompt_tokens": [s.prompt_tokens for s in streams],
+        "prefill_tokens_per_s": _prefill_rate(waves),
+        "texts": [s.text for s in streams],
     }
+
+
+def _prefill_rate(waves: list[WaveResult]) -> float | None:
+    """Prompt tokens over the time until the wave's last first token (every prompt prefilled by
+    then), averaged over waves; None without usage reports."""
+    rates = []
+    for w in waves:
+        ttfts = [s.ttft for s in w.streams if s.ttft is not None]
+        prompt = [s.prompt_tokens for s in w.streams]
+        if ttfts and None not in prompt:
+            rates.append(sum(prompt) / max(ttfts))  # type: ignore[arg-type]
+    return sum(rates) / len(rates) if rates else None

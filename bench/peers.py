@@ -51,6 +51,8 @@ class Peer:
     model: str = ""  # empty: ask GET /v1/models
     note: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    plain_body: dict[str, Any] = field(default_factory=dict)  # plain greedy: no repetition penalty
+    metrics: str = ""  # a Prometheus endpoint with streamchat's counters, if any
 
 
 def _listen(port: int) -> list[str]:
@@ -76,6 +78,27 @@ def _streamchat(name: str, engine: str | None, *flags: str) -> Peer:
         extra_body=lambda n: {"ignore_eos": True, "min_tokens": n},
         prepare=lambda: _need_module("streamchat", "the streamchat package is not importable yet"),
         note=" ".join(["streamchat", *extra]),
+        plain_body={"repetition_penalty": 1.0},  # the embedded model's default is 1.15; the peers use 1.0
+        metrics="/metrics",
+    )
+
+
+def _llama_server(name: str, context: int) -> Peer:
+    """16 slots of `context` / 16 cells each, continuous batching on by default; ignore_eos forces
+    the length (min_tokens does not)."""
+    return Peer(
+        name=name,
+        argv=lambda p: [
+            str(LLAMA_SERVER),
+            "-m",
+            str(gguf_path()),
+            *["-c", str(context), "-np", "16", "--threads", "2"],
+            *_listen(p),
+        ],
+        extra_body=lambda n: {"ignore_eos": True},
+        prepare=_build_llama_server,
+        note=f"llama.cpp llama-server -c {context} -np 16 --threads 2 (Q4_1 GGUF)",
+        plain_body={"repeat_penalty": 1.0},
     )
 
 
@@ -110,22 +133,12 @@ PEERS: dict[str, Peer] = {
     "streamchat-llamacpp-16": _streamchat("streamchat-llamacpp-16", "llamacpp", "--max-num-seqs", "16"),
     "streamchat-llamacpp-32": _streamchat("streamchat-llamacpp-32", "llamacpp", "--max-num-seqs", "32"),
     "streamchat-llamacpp-fast": _streamchat("streamchat-llamacpp-fast", "llamacpp", "--batch-invariant", "false"),
+    "streamchat-nospec": _streamchat("streamchat-nospec", None, "--spec-tokens", "0"),  # no speculative decoding
     "transformers-serve": _transformers_serve("transformers-serve", True),
     "transformers-serve-nocb": _transformers_serve("transformers-serve-nocb", False),
-    # 16 slots, continuous batching on by default; ignore_eos forces the length (min_tokens does not).
-    "llama-server": Peer(
-        name="llama-server",
-        argv=lambda p: [
-            str(LLAMA_SERVER),
-            "-m",
-            str(gguf_path()),
-            *["-c", "8192", "-np", "16", "--threads", "2"],
-            *_listen(p),
-        ],
-        extra_body=lambda n: {"ignore_eos": True},
-        prepare=_build_llama_server,
-        note="llama.cpp llama-server -np 16 --threads 2 (Q4_1 GGUF)",
-    ),
+    # 2,048 positions per slot, as streamchat's default context: a long prompt fits
+    "llama-server": _llama_server("llama-server", 32768),
+    "llama-server-8k": _llama_server("llama-server-8k", 8192),  # the earlier runs' setting: 512 per slot
     # One request at a time; the default --interrupt_requests True cuts streams under concurrency.
     "llama-cpp-server": Peer(
         name="llama-cpp-server",
@@ -215,6 +228,6 @@ def running(peer: Peer, ready_timeout: float = 300.0) -> Iterator[Target]:
         try:
             _wait_ready(proc, base_url + peer.health, log, ready_timeout)
             model = peer.model or (_model_name(base_url) if peer.protocol == "openai" else "")
-            yield Target(base_url, peer.protocol, model, peer.extra_body)
+            yield Target(base_url, peer.protocol, model, peer.extra_body, peer.plain_body, proc.pid, peer.metrics)
         finally:
             _stop(proc)

@@ -17,11 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from bench.chart import svg
 from bench.client import Target, wave
 from bench.client import summarise as summarise_waves
 from bench.idle import busy_fraction, wait_for_idle
 from bench.peers import PEERS, Unavailable, running
 from bench.report import machine, markdown
+from bench.rss import PeakRss, rss_mb
+from bench.workloads import EDIT_PROMPTS, long_prompt
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_SERVERS = "seed,transformers-serve,llama-server,llama-cpp-server,streamchat,streamchat-llamacpp"
@@ -40,10 +45,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--level-budget", type=float, default=180.0, help="seconds one level may take")
     parser.add_argument("--max-busy", type=float, default=0.15, help="CPU share counted as idle")
     parser.add_argument("--idle-wait", type=float, default=120.0, help="seconds to wait for idle per server")
-    parser.add_argument("--out", type=Path, default=RESULTS / "latest", help="writes OUT.md and OUT.json")
+    parser.add_argument("--long", default="1,4", help="concurrency of the ≈1,500-token prompt level ('': none)")
+    parser.add_argument("--long-tokens", type=int, default=8, help="tokens generated per long prompt")
+    parser.add_argument("--edit", default="1", help="concurrency of the edit level ('': none)")
+    parser.add_argument("--edit-tokens", type=int, default=256, help="most tokens of an edit answer")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest", help="writes OUT.md, OUT.json and OUT.svg")
     args = parser.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.long = [int(c) for c in args.long.split(",") if c.strip()]
+    args.edit = [int(c) for c in args.edit.split(",") if c.strip()]
     unknown = [s for s in args.servers if s not in PEERS]
     if unknown:
         parser.error(f"unknown server(s) {unknown}; known: {', '.join(PEERS)}")
@@ -64,21 +75,93 @@ async def measure_level(target: Target, concurrency: int, args: argparse.Namespa
     return summarise_waves(waves, args.tokens)
 
 
-async def measure_server(target: Target, args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
-    """Warm up (first requests pay for lazy loading and allocation), then every level."""
+async def measure_server(target: Target, args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """Warm up (first requests pay for lazy loading and allocation), then every level; the peak RSS
+    of each. Long-prompt and edit levels need the OpenAI protocol."""
     await asyncio.wait_for(wave(target, 2, min(args.tokens, 16)), timeout=args.level_budget)
     levels = []
     for concurrency in args.concurrency:
-        level = await measure_level(target, concurrency, args)
-        levels.append(level)
+        with PeakRss(target.pid) as rss:
+            level = await measure_level(target, concurrency, args)
+        level.pop("texts", None)
+        levels.append({**level, "rss_peak_mb": rss.peak, "others_busy": rss.others_busy})
         if level.get("timed_out"):
             _log(f"  {name} C={concurrency}: timed out; skipping higher levels")
             break
         _log(
             f"  {name} C={concurrency}: {level['tokens_per_s']:.1f} tok/s, "
-            f"exact {level['exact']}/{level['requests']}, errors {len(level['errors'])}"
+            f"exact {level['exact']}/{level['requests']}, errors {len(level['errors'])}, RSS peak {rss.peak:.0f} MiB, "
+            f"others' CPU {rss.others_busy:.0%}"
         )
-    return levels
+    openai = target.protocol == "openai"
+    return {
+        "levels": levels,
+        "long": [await measure_long(target, c, args, name) for c in args.long] if openai else [],
+        "edit": [await measure_edit(target, c, args, name) for c in args.edit] if openai else [],
+    }
+
+
+_long_prompts_sent = 0  # every long prompt is new to every server: no cached prefix answers it
+
+
+async def measure_long(target: Target, concurrency: int, args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """≈1,500-token prompts, each different, `args.long_tokens` tokens out: time to first token."""
+    global _long_prompts_sent
+    waves = []
+    with PeakRss(target.pid) as rss:
+        for _ in range(args.waves):
+            prompts = [long_prompt(_long_prompts_sent + i) for i in range(concurrency)]
+            _long_prompts_sent += concurrency
+            try:
+                waves.append(await asyncio.wait_for(
+                    wave(target, concurrency, args.long_tokens, prompts=prompts), timeout=args.level_budget
+                ))  # fmt: skip
+            except TimeoutError:
+                _log(f"  {name} long C={concurrency}: timed out")
+                return {"concurrency": concurrency, "timed_out": True, "wall_s": args.level_budget}
+    level = {**summarise_waves(waves, args.long_tokens), "rss_peak_mb": rss.peak, "others_busy": rss.others_busy}
+    level.pop("texts", None)
+    rate = level["prefill_tokens_per_s"]
+    _log(f"  {name} long C={concurrency}: TTFT p50 {level['ttft_p50']:.2f} s, prefill {rate or 0:.0f} tok/s")
+    return level
+
+
+async def measure_edit(target: Target, concurrency: int, args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """Answers that copy most of their prompt, plain greedy, of their own length: one wave per edit
+    prompt (each sent `concurrency` times); with streamchat's counters, the drafts' acceptance."""
+    before = _spec_counters(target)
+    waves = []
+    with PeakRss(target.pid) as rss:
+        for prompt in EDIT_PROMPTS:
+            try:
+                waves.append(await asyncio.wait_for(
+                    wave(target, concurrency, args.edit_tokens, prompts=[prompt], forced=False),
+                    timeout=args.level_budget,
+                ))  # fmt: skip
+            except TimeoutError:
+                _log(f"  {name} edit C={concurrency}: timed out")
+                return {"concurrency": concurrency, "timed_out": True, "wall_s": args.level_budget}
+    level = {**summarise_waves(waves, args.edit_tokens), "rss_peak_mb": rss.peak, "others_busy": rss.others_busy}
+    after = _spec_counters(target)
+    if before is not None and after is not None:
+        level["drafted"], level["accepted"] = after[0] - before[0], after[1] - before[1]
+    _log(f"  {name} edit C={concurrency}: {level['tokens_per_s']:.1f} tok/s")
+    return level
+
+
+def _spec_counters(target: Target) -> tuple[float, float] | None:
+    """streamchat's draft and accepted token counters (None for a server without them)."""
+    if not target.metrics:
+        return None
+    text = httpx.get(target.base_url + target.metrics, timeout=10).text
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("streamchat_spec_draft_tokens_total", "streamchat_spec_accepted_tokens_total"):
+            values[name] = float(value)
+    if len(values) < 2:
+        return None
+    return values["streamchat_spec_draft_tokens_total"], values["streamchat_spec_accepted_tokens_total"]
 
 
 def run_server(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -88,9 +171,11 @@ def run_server(name: str, args: argparse.Namespace) -> dict[str, Any]:
     _log(f"{name}: starting (CPU {busy:.0%} busy before start)")
     try:
         with running(peer) as target:
-            _log(f"{name}: ready at {target.base_url} (model {target.model or '-'})")
-            levels = asyncio.run(measure_server(target, args, name))
-            return {"note": peer.note, "busy_before": busy, "levels": levels}
+            time.sleep(2.0)  # what a started server holds once it settles, before any request
+            idle = rss_mb(target.pid) if target.pid is not None else None
+            _log(f"{name}: ready at {target.base_url} (model {target.model or '-'}), RSS {idle or 0:.0f} MiB")
+            measured = asyncio.run(measure_server(target, args, name))
+            return {"note": peer.note, "busy_before": busy, "rss_idle_mb": idle, **measured}
     except Unavailable as exc:
         _log(f"{name}: SKIPPED: {exc}")
         return {"note": peer.note, "skipped": str(exc), "levels": []}
@@ -124,13 +209,17 @@ def main(argv: list[str] | None = None) -> int:
         "tokens": args.tokens,
         "waves": args.waves,
         "concurrency": args.concurrency,
+        "long": {"concurrency": args.long, "tokens": args.long_tokens},
+        "edit": {"concurrency": args.edit, "tokens": args.edit_tokens, "prompts": len(EDIT_PROMPTS)},
         "servers": {name: run_server(name, args) for name in args.servers},
     }
-    text = markdown(run)
+    chart = args.out.with_suffix(".svg")
+    text = markdown(run, chart.name)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(run, indent=2) + "\n")
+    chart.write_text(svg(run))
     return 0
 
 
