@@ -29,6 +29,7 @@ from streamchat.engine.sequence import SeqStatus, Sequence
 from streamchat.engine.speculation import Drafts, PromptLookup
 from streamchat.engine.token_bytes import TokenBytes
 from streamchat.engine.types import Delta, FinishReason, GenerationRequest, TokenLogprob, Usage
+from streamchat.engine.utf8_guard import START, Utf8Guard
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class LLMEngine:
         self._arrivals = itertools.count()
         self._refused: list[tuple[str, Delta]] = []
         self._token_bytes = TokenBytes(tokenizer)
+        self._utf8 = Utf8Guard(self._token_bytes, len(tokenizer))
         self.on_admit: Callable[[], None] | None = None  # told when sequences start running, before their prefill
         self._mask_worker: MaskWorker | None = None  # started by the first request with a grammar
 
@@ -213,14 +215,15 @@ class LLMEngine:
         chunks = [_padded([s.output_ids[-1], *d], width) for s, d in zip(seqs, drafts.tokens, strict=True)]
         logits = self.runner.forward_all(0, chunks, starts)  # type: ignore[attr-defined]  # [rows * width, vocab]
         masks: Masks | None = (pending[0], pending[1].result()) if pending is not None else None
-        firsts = sample(logits[::width], [self._row_state(s) for s in seqs], self._rng, masks)
+        firsts = sample(logits[::width], [self._row_state(s) for s in seqs], self._rng, masks, self._utf8)
         for i, (seq, draft, choice) in enumerate(zip(seqs, drafts.tokens, firsts, strict=True)):
             seq.num_cached = starts[i] + 1
             delta, kept = self._advance(seq, choice), 0
             while not delta.finished and kept < len(draft) and choice.token_id == draft[kept]:
                 kept += 1
                 seq.num_cached = starts[i] + 1 + kept
-                (choice,) = sample(logits[i * width + kept].unsqueeze(0), [self._row_state(seq)], self._rng)
+                row = logits[i * width + kept].unsqueeze(0)
+                (choice,) = sample(row, [self._row_state(seq)], self._rng, guard=self._utf8)
                 delta = _joined(delta, self._advance(seq, choice))
             self.stats.draft_tokens += len(draft)
             self.stats.accepted_tokens += kept
@@ -246,7 +249,7 @@ class LLMEngine:
     ) -> None:
         rows = [self._row_state(s) for s in seqs]
         masks: Masks | None = (pending[0], pending[1].result()) if pending is not None else None
-        picked = sample(logits, rows, self._rng, masks)
+        picked = sample(logits, rows, self._rng, masks, self._utf8)
         for seq, choice in zip(seqs, picked, strict=True):
             out.append((seq.id, self._advance(seq, choice)))
 
@@ -258,13 +261,15 @@ class LLMEngine:
             banned = tuple(self.eos_token_ids)
             if len(seq.output_ids) < p.min_tokens:
                 banned += p.stop_token_ids
-        return RowState(p, seq.prompt_ids, seq.output_ids, seq.generator, banned)
+        return RowState(p, seq.prompt_ids, seq.output_ids, seq.generator, banned, seq.utf8)
 
     def _advance(self, seq: Sequence, choice: Sampled) -> Delta:
         """Append one sampled token and turn it into the delta the client sees."""
         p = seq.request.params
         tok = choice.token_id
         seq.output_ids.append(tok)
+        utf8 = self._utf8.after(seq.utf8, tok)
+        seq.utf8 = START if utf8 is None else utf8  # a broken character is over, as the decoder sees it
         self.stats.generated_tokens += 1
         logprobs = self._logprobs(choice)
         grammar = seq.constraint

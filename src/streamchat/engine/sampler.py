@@ -14,6 +14,7 @@ import torch
 
 from streamchat.engine.grammar.masks import apply_masks
 from streamchat.engine.types import SamplingParams
+from streamchat.engine.utf8_guard import START, Utf8Guard
 
 Masks = tuple[list[int], torch.Tensor]  # batch rows under a grammar, and one bitmask row for each
 
@@ -27,6 +28,7 @@ class RowState:
     output_ids: list[int]
     generator: torch.Generator | None
     banned_ids: tuple[int, ...] = ()  # ids that may not be drawn yet (EOS before min_tokens)
+    utf8: int = START  # where the answer's bytes stand in a character (utf8_guard.py)
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,22 @@ class Sampled:
 
 
 def sample(
-    logits: torch.Tensor, rows: list[RowState], shared_rng: torch.Generator, masks: Masks | None = None
+    logits: torch.Tensor,
+    rows: list[RowState],
+    shared_rng: torch.Generator,
+    masks: Masks | None = None,
+    guard: Utf8Guard | None = None,
 ) -> list[Sampled]:
     """Pick one token per row. logits: [batch, vocab] (float32). `masks` restricts the rows that
-    follow a grammar to the tokens it allows; the other rows are not touched."""
+    follow a grammar to the tokens it allows; the other rows are not touched. With a `guard`, a row
+    whose pick would break a UTF-8 character picks again among the tokens that fit."""
     logits = logits.float()
     want_logprobs = any(r.params.logprobs for r in rows)
     raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None  # [batch, vocab]
     logits = _restricted(logits, rows, masks)
     tokens = _choose(logits, rows, shared_rng)
+    if guard is not None:
+        _repick_broken_characters(logits, rows, tokens, shared_rng, guard)
     return [_with_logprobs(i, tok, rows[i], raw_logprobs) for i, tok in enumerate(tokens)]
 
 
@@ -100,6 +109,25 @@ def _choose(logits: torch.Tensor, rows: list[RowState], shared_rng: torch.Genera
     for j, i in enumerate(sampled):
         tokens[i] = picks[j]
     return tokens
+
+
+def _repick_broken_characters(
+    logits: torch.Tensor, rows: list[RowState], tokens: list[int], shared_rng: torch.Generator, guard: Utf8Guard
+) -> None:
+    """Pick again, among the tokens that keep the answer valid UTF-8, for the rows whose pick does
+    not. A row left with no such token (a grammar that allows none) keeps its pick."""
+    broken = [i for i, (r, t) in enumerate(zip(rows, tokens, strict=True)) if guard.after(r.utf8, t) is None]
+    if not broken:
+        return
+    fitting = logits[broken]  # a copy: the caller's logits stay as they were
+    for j, i in enumerate(broken):
+        fitting[j].masked_fill_(~guard.allowed(rows[i].utf8, logits.shape[1]), float("-inf"))
+    repickable = [j for j in range(len(broken)) if torch.isfinite(fitting[j]).any()]
+    if not repickable:
+        return
+    picks = _choose(fitting[repickable], [rows[broken[j]] for j in repickable], shared_rng)
+    for j, tok in zip(repickable, picks, strict=True):
+        tokens[broken[j]] = tok
 
 
 def _filtered_probs(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:

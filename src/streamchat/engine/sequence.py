@@ -15,6 +15,7 @@ import torch
 from streamchat.engine.answer_text import AnswerText
 from streamchat.engine.grammar.constraint import Constraint
 from streamchat.engine.types import FinishReason, GenerationRequest
+from streamchat.engine.utf8_guard import START
 
 if TYPE_CHECKING:
     from streamchat.engine.speculation import Lookup
@@ -40,7 +41,7 @@ class Sequence:
     queue_time: float | None = None  # set when first admitted; preemption does not reset it
     arrival: int = 0  # order of arrival in the engine: the higher, the newer
     lookup: Lookup | None = None  # its n-grams and drafting state, once it drafts (speculation.py)
-
+    utf8: int = START  # where its answer's bytes stand in a character (utf8_guard.py)
 
     @property
     def id(self) -> str:
