@@ -24,7 +24,6 @@ from streamchat.models_file import read_models_file
 log = logging.getLogger(__name__)
 
 
-
 def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
     """`built` lets a caller hand over an engine it has already loaded; otherwise we load in the background."""
     state = ServerState(settings)

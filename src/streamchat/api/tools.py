@@ -107,14 +107,14 @@ def _grammar(tools: list[Tool], mode: str, parallel: bool) -> str:
     }
     more = ' ("\\n" call)*' if parallel else ""
     rules = [
-        f'call: {specs.literal(CALL_OPEN + chr(10))} body {specs.literal(chr(10) + CALL_CLOSE)}',
+        f"call: {specs.literal(CALL_OPEN + chr(10))} body {specs.literal(chr(10) + CALL_CLOSE)}",
         f"body: %json {json.dumps(body)}",
     ]
     if mode == "required":
         rules.insert(0, f"start: call{more}")
     else:  # auto: free text, or text up to the opening marker and then calls
         rules[:0] = [
-            f'start: TEXT | first{more}',
+            f"start: TEXT | first{more}",
             f'first: head "\\n" body {specs.literal(chr(10) + CALL_CLOSE)}',
             f"head[lazy]: TEXT {specs.literal(CALL_OPEN)}",
             f"TEXT: /(?s:.*)/ & ~/(?s:.*){CALL_OPEN}(?s:.*)/",

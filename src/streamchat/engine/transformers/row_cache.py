@@ -111,4 +111,3 @@ class RowKVCache:
 
     def __len__(self) -> int:
         return self.num_layers
-
