@@ -78,9 +78,15 @@ def main(argv: list[str] | None = None) -> int:
             if refused is not None:
                 print(f"streamchat: [models.{entry.name}]: {refused}", file=sys.stderr)
                 return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from streamchat.replicas.options import uses_replicas
+
+    if uses_replicas(settings):
+        from streamchat.replicas.launch import serve_replicas
+
+        return serve_replicas(settings)
     from streamchat.server import serve
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve(settings)
 
 

@@ -93,6 +93,17 @@ class Settings(BaseSettings):
     models_file: Path | None = Field(
         None, description="a TOML file of more models to serve beside --model, each under its name (docs/models.md)"
     )
+    replicas: int | None = Field(
+        None, ge=1, description="serve on Ray Serve with this many replicas, each with its own engine (docs/scaling.md)"
+    )
+    min_replicas: int | None = Field(None, ge=0, description="Ray Serve: autoscale down to this many replicas")
+    max_replicas: int | None = Field(None, ge=1, description="Ray Serve: autoscale up to this many replicas")
+    target_ongoing_requests: float | None = Field(
+        None,
+        gt=0,
+        description="Ray Serve: in-flight requests per replica the autoscaler aims for (default max_num_seqs)",
+    )
+    ray_address: str | None = Field(None, description="Ray Serve: join this cluster (default: start a local one)")
     responses_store_size: int = Field(1000, ge=1, description="stored Responses API responses kept (oldest go first)")
     responses_store_ttl: float = Field(
         86400.0, gt=0, description="seconds a stored Responses API response is kept after it was created"

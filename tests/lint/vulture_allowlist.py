@@ -41,3 +41,5 @@ _.pre_tokenizer
 tags, ps, show, _._one_or_many, _._not_zero, _._lower, repeat_penalty
 # FastAPI exception handler for an unreachable stream store (registered by decorator)
 _store_down
+# Ray Serve: the application builder named in deploy/ray-serve.yaml, and a replica's health check
+build, _.check_health

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from importlib.resources import files
 
@@ -31,6 +32,7 @@ async def health(state: State) -> JSONResponse:
     body = {
         "status": "ok",
         "model": state.model.name,
+        "pid": os.getpid(),  # which process answered: with replicas, which one
         "running": snap.running,
         "waiting": snap.waiting,
         "finished": snap.counters.finished,

@@ -1,0 +1,94 @@
+"""`streamchat serve --replicas N`: the app as a Ray Serve application, until SIGTERM or SIGINT.
+
+It joins `--ray-address` or starts a local cluster, starts Ray Serve's HTTP proxy on
+`--host/--port`, deploys the replicas and waits until every one has loaded its model. On the first
+SIGTERM or SIGINT it removes the application (Ray lets each replica finish its streams for
+`--shutdown-grace`), then stops Serve and the local cluster it started; on a cluster it joined it
+stops Serve only if no other application is left there.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from streamchat.config import Settings
+from streamchat.replicas.options import APP_NAME, autoscaled, replica_bounds, replicas_refusal
+
+log = logging.getLogger(__name__)
+
+
+class _Stop(Exception):
+    """Raised in the main thread by the signal handler, to leave whatever Ray call is waiting."""
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal while stopping: ignored, not a traceback
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Stop(signal.Signals(signum).name)
+
+
+def serve_replicas(settings: Settings) -> int:
+    refused = replicas_refusal(settings)
+    if refused is not None:
+        print(f"streamchat: {refused}", file=sys.stderr)
+        return 2
+    import ray
+    from ray import serve
+
+    from streamchat.replicas.deployment import application
+
+    local = settings.ray_address is None
+    if local:
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+    else:
+        ray.init(address=settings.ray_address, logging_level=logging.WARNING)
+    # after ray.init: a Python handler found there makes Ray wrap it in one that kills the process
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_stop)
+    try:
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        log.info("deploying; each replica is ready once its model has loaded")
+        serve.run(
+            application(settings),
+            name=APP_NAME,
+            route_prefix="/",
+            logging_config={"log_level": settings.log_level.upper(), "enable_access_log": False},
+        )
+        print(f"streamchat: {_describe(settings)} ready at http://{_host(settings)}:{settings.port}/", flush=True)
+        threading.Event().wait()
+        return 0
+    except _Stop as stop:
+        log.info("%s: stopping the replicas", stop)
+        return 0
+    except Exception as exc:  # a replica that cannot start, a cluster that cannot be reached
+        log.error("Ray Serve failed: %s", exc)
+        return 1
+    finally:
+        _stop(local)
+
+
+def _stop(local: bool) -> None:
+    import ray
+    from ray import serve
+
+    try:
+        serve.delete(APP_NAME)
+        if local or not serve.status().applications:
+            serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def _describe(s: Settings) -> str:
+    if autoscaled(s):
+        low, high = replica_bounds(s)
+        return f"replicas (autoscaled {low}..{high})"
+    return f"{s.replicas or 1} replica(s)"
+
+
+def _host(s: Settings) -> str:
+    return f"[{s.host}]" if ":" in s.host else s.host
