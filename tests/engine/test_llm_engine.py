@@ -233,3 +233,32 @@ def test_abort_frees_the_row_and_the_others_go_on(loaded: LoadedModel) -> None:
         got[rid].extend(d)
     assert tokens(got["keep"]) == alone
     assert engine.stats.aborted == 1 and engine.num_running == 0
+
+
+@pytest.mark.parametrize(
+    "params",
+    [SamplingParams(max_tokens=24, temperature=0.0), SamplingParams(max_tokens=24, temperature=0.9, seed=77)],
+    ids=["greedy", "seeded"],
+)
+def test_an_answer_continued_from_its_tokens_ends_as_the_uninterrupted_one(
+    loaded: LoadedModel, params: SamplingParams
+) -> None:
+    """A stream taken over by another process goes back in with the tokens already sent: what
+    follows, text included, is what the uninterrupted answer had after them."""
+    engine = make_engine(loaded)
+    target = prompt(loaded, QUESTIONS[7])
+    whole = run(engine, [GenerationRequest(target, params, "whole")])["whole"]
+    sent = 9  # deltas already sent by the process that died
+    prefix = tuple(tokens(whole[:sent]))
+    rest = run(engine, [GenerationRequest(target, params, "rest", output_token_ids=prefix)])["rest"]
+    assert tokens(rest) == tokens(whole[sent:])
+    assert text(whole[:sent]) + text(rest) == text(whole)
+    assert rest[-1].usage is not None and rest[-1].usage.completion_tokens == len(tokens(whole))
+
+
+def test_an_answer_whose_sent_tokens_already_ended_it_ends_at_once(loaded: LoadedModel) -> None:
+    engine = make_engine(loaded)
+    target = prompt(loaded, QUESTIONS[4])
+    whole = tokens(run(engine, [GenerationRequest(target, GREEDY, "whole")])["whole"])
+    again = run(engine, [GenerationRequest(target, GREEDY, "again", output_token_ids=tuple(whole))])["again"]
+    assert len(again) == 1 and again[0].finished and again[0].text == "" and not again[0].token_ids

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from streamchat.engine.sampler import RowState, Sampled, sample
+from streamchat.engine.sampler import RowState, Sampled, reseed, sample
 from streamchat.engine.types import SamplingParams
 
 # A fixed distribution over 8 tokens, highest first, so every filter has a known keep-set.
@@ -123,6 +123,24 @@ def test_a_seeded_row_draws_the_same_whatever_shares_the_batch() -> None:
     assert len(set(alone)) > 5
     assert crowded == alone
     assert among_seeded == alone
+
+
+def test_a_reseeded_row_draws_by_seed_and_position_only() -> None:
+    """What a seeded row draws at a position must not depend on how it got there (the draws before
+    it, in a process that has since died): reseeding from (seed, position) gives the same pick."""
+    batch = batch_of(torch.randn(32, generator=torch.Generator().manual_seed(5)))
+
+    def pick(seed: int, position: int, draws_before: int) -> int:
+        r = row(SamplingParams(seed=seed, temperature=0.9))
+        for _ in range(draws_before):  # a history of other draws
+            sample(batch, [r], shared())
+        reseed(r.generator, seed, position)
+        return sample(batch, [r], shared())[0].token_id
+
+    picks = [pick(1234, position, 0) for position in range(40)]
+    assert [pick(1234, position, 3) for position in range(40)] == picks
+    assert len(set(picks)) > 5, "positions draw independently"
+    assert [pick(99, position, 0) for position in range(40)] != picks
 
 
 def test_seeded_and_greedy_rows_leave_the_shared_rng_untouched() -> None:

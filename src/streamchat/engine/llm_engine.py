@@ -23,7 +23,7 @@ import torch
 from streamchat.engine.answer_text import AnswerText
 from streamchat.engine.contracts import PrefillPlan, PrefillRow, PrefixStore, Runner, Tokenizer
 from streamchat.engine.grammar.masks import MaskWorker
-from streamchat.engine.sampler import Masks, RowState, Sampled, sample
+from streamchat.engine.sampler import Masks, RowState, Sampled, reseed, sample
 from streamchat.engine.scheduler import Scheduler
 from streamchat.engine.sequence import SeqStatus, Sequence
 from streamchat.engine.speculation import Drafts, PromptLookup
@@ -95,8 +95,31 @@ class LLMEngine:
             error = f"the prompt holds {len(seq.prompt_ids)} tokens; this model's context is {self.max_model_len}"
             self._refused.append((seq.id, self._finish(seq, FinishReason.ERROR, "", error=error)))
             return
+        if request.output_token_ids:
+            ended = self._replay(seq, request.output_token_ids)
+            if ended is not None:  # the tokens already sent ended the answer: nothing more to say
+                self._refused.append((seq.id, self._finish(seq, ended, "")))
+                return
         self._by_id[seq.id] = seq
         self.scheduler.waiting.append(seq)
+
+    def _replay(self, seq: Sequence, token_ids: tuple[int, ...]) -> FinishReason | None:
+        """Take in tokens an answer already holds, silently: the detokenizer, stop matcher, UTF-8
+        state and grammar end up where they stood after the last of them, so the next delta's text
+        continues exactly where the text sent ended. Returns why the answer is over, if it is."""
+        p = seq.request.params
+        for tok in token_ids:
+            seq.output_ids.append(tok)
+            utf8 = self._utf8.after(seq.utf8, tok)
+            seq.utf8 = START if utf8 is None else utf8
+            if tok in p.stop_token_ids or (
+                tok in self.eos_token_ids and (seq.constraint is not None or not p.ignore_eos)
+            ):
+                return FinishReason.STOP
+            if seq.constraint is not None and seq.constraint.consume(tok) is not None:
+                return FinishReason.ERROR
+            seq.answer.add(tok)
+        return FinishReason.STOP if seq.answer.stopped else self._ending(seq)
 
     def abort(self, request_id: str) -> Delta | None:
         seq = self._by_id.get(request_id)
@@ -261,6 +284,8 @@ class LLMEngine:
             banned = tuple(self.eos_token_ids)
             if len(seq.output_ids) < p.min_tokens:
                 banned += p.stop_token_ids
+        if seq.generator is not None:  # the draw at this position depends on the seed and the position only
+            reseed(seq.generator, p.seed, len(seq.output_ids))
         return RowState(p, seq.prompt_ids, seq.output_ids, seq.generator, banned, seq.utf8)
 
     def _advance(self, seq: Sequence, choice: Sampled) -> Delta:

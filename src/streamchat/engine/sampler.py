@@ -3,7 +3,9 @@
 One call handles a whole decode step: penalties and filters are applied only to the rows that
 ask for them, greedy rows take the argmax, and each seeded row draws from its own
 `torch.Generator`, so a seeded answer does not depend on what else is in the batch and the global
-RNG is never touched.
+RNG is never touched. The engine reseeds that generator before each position (`reseed`), so the
+draw at a position depends only on the seed and the position: an answer continued in another
+process (or after a preemption) draws what the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -17,6 +19,22 @@ from streamchat.engine.types import SamplingParams
 from streamchat.engine.utf8_guard import START, Utf8Guard
 
 Masks = tuple[list[int], torch.Tensor]  # batch rows under a grammar, and one bitmask row for each
+
+_MASK64 = 2**64 - 1
+
+
+def position_seed(seed: int, position: int) -> int:
+    """A 64-bit seed for drawing output position `position` of an answer seeded with `seed`
+    (splitmix64 over both, so neighbouring positions and seeds get unrelated streams)."""
+    z = ((seed & _MASK64) * 0x9E3779B97F4A7C15 + position + 1) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def reseed(generator: torch.Generator, seed: int, position: int) -> torch.Generator:
+    """Set `generator` to the state of (seed, position): what it draws next depends on nothing else."""
+    return generator.manual_seed(position_seed(seed, position))
 
 
 @dataclass

@@ -73,6 +73,9 @@ class GenerationRequest:
     arrival_time: float = field(default_factory=time.monotonic)  # queue time is measured from here
     owner: str | None = None  # whose request it is (an API key's digest), for per-key limits
     constraint: Constraint | None = None  # a compiled grammar the answer must follow (None: free text)
+    # An answer begun elsewhere (a stream taken over from a process that died): these tokens were
+    # generated and sent already; decoding continues after them and the text after theirs.
+    output_token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,11 @@ class ChatCallError(TypeError):
 
 def refuse_unhonoured(request: GenerationRequest) -> None:
     """RequestNotSupportedError naming the first setting this engine would have to ignore."""
+    if getattr(request, "output_token_ids", ()):
+        raise RequestNotSupportedError(
+            "this model answers through its own stream_chat, which cannot continue an answer begun elsewhere",
+            "output_token_ids",
+        )
     if getattr(request, "constraint", None) is not None:
         raise RequestNotSupportedError(
             "this model answers through its own stream_chat, which cannot follow a grammar", "response_format"
