@@ -1,0 +1,182 @@
+"""`streamchat serve --replicas 2` as a real process on a real local Ray cluster, Redis as the store.
+
+One cluster and one deployment for the module: the cluster is started here (`ray.init`, two
+replicas of the embedded model with one thread each) and the CLI joins it with `--ray-address`,
+as it would join a production cluster; the fixture's SIGTERM checks the shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import _wait_ready
+from tests.redis_server import RedisServer, free_port, running_redis
+from tests.support import LONG_ANSWER, parse_sse, wait_for
+
+ray = pytest.importorskip("ray", reason="ray[serve] is not installed (make test installs it)")
+
+RESUME_GRACE_S = 1
+MODEL = "SmolLM2-135M-Instruct"  # the embedded model
+HI = [{"role": "user", "content": "Hi"}]
+CHAT = {"messages": [{"role": "user", "content": "Tell me about the sea."}], "temperature": 0, "stream": True}
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    """A local cluster of this test process; replicas ask for one logical CPU each."""
+    folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    try:
+        ray.init(num_cpus=4, include_dashboard=False, _temp_dir=folder, logging_level="WARNING")
+    except Exception as exc:  # a sandbox without shared memory or local ports
+        pytest.skip(f"a local Ray cluster cannot start here: {exc!r}")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+def serve_cmd(*flags: str) -> list[str]:
+    return [sys.executable, "-m", "streamchat", "serve", *flags]
+
+
+@pytest.fixture(scope="module")
+def proxy_url(ray_address: str, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("replicas") / "serve.log"
+    flags = ["--replicas", "2", "--stream-store", redis.url, "--ray-address", ray_address,
+             "--host", "127.0.0.1", "--port", str(port), "--threads", "1", "--max-num-seqs", "4",
+             "--resume-grace", str(RESUME_GRACE_S), "--log-level", "warning"]  # fmt: skip
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(serve_cmd(*flags), stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, url, log_path)
+        assert wait_for(lambda: len(replica_health(url, 1)) == 2, 60), "both replicas answer"
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0, log_path.read_text(errors="replace")[-3000:]
+    with pytest.raises(httpx.TransportError):  # Serve and its proxy are gone with the application
+        httpx.get(f"{url}/health", timeout=2)
+
+
+def replica_health(url: str, seconds: float = 20) -> dict[int, dict]:
+    """Each replica's /health, by process id: the proxy picks a replica per request, so ask until
+    both have answered."""
+    seen: dict[int, dict] = {}
+    deadline = time.monotonic() + seconds
+    with httpx.Client(timeout=10) as client:
+        while len(seen) < 2 and time.monotonic() < deadline:
+            body = client.get(f"{url}/health").json()
+            seen[body["pid"]] = body
+    return seen
+
+
+def test_a_streamed_answer_arrives_token_by_token_through_the_proxy(proxy_url: str) -> None:
+    body = {**CHAT, "max_tokens": 48, "ignore_eos": True}
+    arrivals: list[float] = []
+    with httpx.stream("POST", f"{proxy_url}/v1/chat/completions", json=body, timeout=60) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        for line in resp.iter_lines():
+            if line.startswith("data:") and '"content":"' in line and '"content":""' not in line:
+                arrivals.append(time.monotonic())
+    assert len(arrivals) == 48  # one chunk per token
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    # buffered, the chunks would arrive together at the end; as produced, one decode step apart
+    assert statistics.median(gaps) > 0.002, gaps
+    assert arrivals[-1] - arrivals[0] > 0.1
+
+
+def test_the_openai_sdk_works_through_the_proxy(proxy_url: str) -> None:
+    with openai.OpenAI(base_url=f"{proxy_url}/v1", api_key="unused", timeout=60, max_retries=0) as client:
+        (model,) = [m.id for m in client.models.list()]
+        messages = [{"role": "user", "content": "Name three colours of the rainbow."}]
+        whole = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=12)
+        chunks = list(
+            client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=12, stream=True)
+        )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content and streamed  # both replicas answer alike
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "expect"),
+    [
+        ("GET", "/", None, "<html"),
+        ("GET", "/metrics", None, "streamchat_requests_aborted"),
+        ("POST", "/v1/completions", {"prompt": "The sea is", "max_tokens": 4, "stream": True}, "[DONE]"),
+        ("POST", "/v1/messages", {"model": MODEL, "max_tokens": 4, "messages": HI, "stream": True}, "message_stop"),
+        (
+            "POST",
+            "/v1/responses",
+            {"input": "Hi", "max_output_tokens": 4, "stream": True},
+            "response.output_text.delta",
+        ),
+        ("POST", "/api/chat", {"model": MODEL, "messages": HI, "options": {"num_predict": 4}}, '"done":true'),
+        ("POST", "/stream", {"prompt": "你好", "history": [], "max_length": 64}, "[DONE]"),
+        ("GET", "/stream?prompt=hi", None, "[DONE]"),
+        ("POST", "/", {"prompt": "你好", "history": [], "max_length": 64}, '"response"'),
+    ],
+)
+def test_every_protocol_answers_through_the_proxy(proxy_url: str, method: str, path: str, body, expect: str) -> None:
+    resp = httpx.request(method, f"{proxy_url}{path}", json=body, timeout=60)
+    assert resp.status_code == 200, resp.text
+    assert expect in resp.text
+
+
+def test_a_client_that_leaves_aborts_its_request_on_the_replica(proxy_url: str) -> None:
+    before = replica_health(proxy_url)
+    assert len(before) == 2
+    body = {**CHAT, "max_tokens": LONG_ANSWER, "ignore_eos": True}
+    with httpx.stream("POST", f"{proxy_url}/v1/chat/completions", json=body, timeout=60) as resp:
+        stream_id = resp.headers["x-stream-id"]
+        assert '"content":"' in next(line for line in resp.iter_lines() if '"content":"' in line)
+    # the reader left; after --resume-grace the replica aborts the request in its engine
+
+    def aborted() -> int:
+        now = replica_health(proxy_url)
+        return sum(now[pid]["aborted"] - before[pid]["aborted"] for pid in before if pid in now)
+
+    assert wait_for(lambda: aborted() == 1, timeout=RESUME_GRACE_S + 20, interval=0.5), stream_id
+    idle = replica_health(proxy_url)
+    assert all(h["running"] == 0 for h in idle.values()), idle  # nothing left generating 1,500 tokens
+
+
+def test_resuming_through_the_proxy_replays_the_stream_from_redis(proxy_url: str) -> None:
+    """Whichever replica the resume reaches, the events come from the shared log."""
+    first = httpx.post(f"{proxy_url}/v1/chat/completions", json={**CHAT, "max_tokens": 12}, timeout=60)
+    stream_id = first.headers["x-stream-id"]
+    events = [e.data for e in parse_sse(first.text).events]
+    for _ in range(4):  # the proxy spreads these over both replicas
+        rest = httpx.get(f"{proxy_url}/v1/streams/{stream_id}", headers={"Last-Event-ID": f"{stream_id}:2"})
+        assert [e.data for e in parse_sse(rest.text).events] == events[3:]
+
+
+def test_more_than_one_replica_is_refused_without_the_redis_stream_store(tmp_path: Path) -> None:
+    done = subprocess.run(serve_cmd("--replicas", "2", "--port", "0"), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--replicas 2 needs --stream-store redis://host:port/db" in done.stderr
