@@ -123,6 +123,13 @@ def test_the_openai_sdk_works_through_the_proxy(proxy_url: str) -> None:
     assert streamed == whole.choices[0].message.content and streamed  # both replicas answer alike
 
 
+def test_a_request_id_comes_back_once(proxy_url: str) -> None:
+    """Ray's proxy echoes it, and so did the app: a client read "id, id"."""
+    mine = httpx.get(f"{proxy_url}/health", headers={"X-Request-Id": "trace-7"}, timeout=10)
+    assert mine.headers.get_list("x-request-id") == ["trace-7"]
+    assert len(httpx.get(f"{proxy_url}/v1/models", timeout=10).headers.get_list("x-request-id")) == 1
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "expect"),
     [

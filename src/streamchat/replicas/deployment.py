@@ -19,6 +19,7 @@ from streamchat.api.threads import in_passing_thread
 from streamchat.config import Settings
 from streamchat.engine.factory import build_engine
 from streamchat.replicas.options import DEPLOYMENT_NAME, deployment_options, replica_settings
+from streamchat.replicas.request_id import ProxyEchoesRequestId
 
 
 @serve.ingress()
@@ -27,6 +28,7 @@ class StreamchatReplica:
         settings = Settings(**given)
         built = await in_passing_thread(build_engine, settings)
         self._app = create_app(settings, built)
+        self._app.add_middleware(ProxyEchoesRequestId)  # outermost: after the request log has echoed it
         self._state: ServerState = self._app.state.streamchat
         self._fatal: str | None = None
         self._state.on_fatal = self._on_fatal
