@@ -332,7 +332,14 @@ async def test_counters_add_up_over_several_streams(make_manager: MakeManager) -
     await read_some(manager, sids["a"], 1)
     await abandoned.wait_ended()
     await manager.cancel(sids["c"])
-    assert asdict(manager.counters) == {"started": 3, "resumed": 1, "disconnects": 1, "abandoned": 1, "cancelled": 1}
+    assert asdict(manager.counters) == {
+        "started": 3,
+        "resumed": 1,
+        "disconnects": 1,
+        "abandoned": 1,
+        "cancelled": 1,
+        "taken_over": 0,
+    }
 
 
 async def test_reading_an_unknown_stream_raises(make_manager: MakeManager) -> None:

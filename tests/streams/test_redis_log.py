@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from streamchat.streams.log import NumberedEvent, StreamEvent, StreamStoreUnavailableError, UnknownStreamError
+from streamchat.streams.log import NumberedEvent, Step, StreamEvent, StreamStoreUnavailableError, UnknownStreamError
 from streamchat.streams.redis_log import RedisStreamLog
+from streamchat.streams.takeover import Continuation, LeaseLostError
 from tests.redis_server import free_port, running_redis
 
 TIMEOUT_S = 5.0
@@ -58,17 +59,65 @@ async def test_a_follower_goes_live_and_ends_when_the_stream_closes(log: RedisSt
     assert await log.owner("b") is None
 
 
-async def test_another_process_reads_and_continues_the_numbering(log: RedisStreamLog, redis_url: str) -> None:
-    await log.create("c")
-    await log.append("c", StreamEvent(None, "from the first process"))
-    other = RedisStreamLog(redis_url, retention=60, block_ms=200)
+async def test_another_process_takes_over_once_the_lease_expires(redis_url: str) -> None:
+    first = RedisStreamLog(redis_url, retention=60, block_ms=200, lease=0.3)
+    other = RedisStreamLog(redis_url, retention=60, block_ms=200, lease=0.3)
     try:
+        await first.create("c")
+        await first.append("c", StreamEvent(None, "from the first process"))
         assert await other.exists("c") and await other.last_seq("c") == 0
+        assert not await other.claim("c"), "the lease of a live producer is not for taking"
+        with pytest.raises(LeaseLostError):
+            await other.append("c", StreamEvent(None, "not mine to write"))
+        await asyncio.sleep(0.5)  # the first process stopped renewing
+        assert await other.claim("c")
         assert await other.append("c", StreamEvent(None, "taken over")) == 1
+        with pytest.raises(LeaseLostError):  # the first process came back to life: fenced off
+            await first.append("c", StreamEvent(None, "too late"))
+        assert not await first.renew("c") and await other.renew("c")
         await other.close("c")
-        assert [n.event.data for n in await collect(log, "c", -1)] == ["from the first process", "taken over"]
+        assert [n.event.data for n in await collect(first, "c", -1)] == ["from the first process", "taken over"]
+        assert not await first.claim("c"), "a closed stream is not taken over"
     finally:
+        await first.client.aclose()
         await other.client.aclose()
+
+
+async def test_exactly_one_of_several_processes_wins_the_claim(redis_url: str) -> None:
+    logs = [RedisStreamLog(redis_url, retention=60, block_ms=200, lease=0.2) for _ in range(6)]
+    try:
+        await logs[0].create("race")
+        await asyncio.sleep(0.3)
+        wins = await asyncio.gather(*(log.claim("race") for log in logs[1:]))
+        assert sorted(wins) == [False] * 4 + [True]
+    finally:
+        for log in logs:
+            await log.client.aclose()
+
+
+async def test_steps_keep_the_tokens_behind_their_events(log: RedisStreamLog) -> None:
+    await log.create("t")
+    await log.describe("t", {"protocol": "openai.chat", "prompt": [1, 2]})
+    await log.append_step("t", Step((StreamEvent(None, "a"), StreamEvent("x", "b")), (5, 6)))
+    await log.append_step("t", Step((), (7,)))  # held text: tokens, no event
+    first = await log.continuation("t")
+    assert first == Continuation({"protocol": "openai.chat", "prompt": [1, 2]}, (5, 6, 7), final=False)
+    await log.append_step("t", Step((StreamEvent(None, "c"),), (8,), final=True))
+    assert (await log.continuation("t")).final and await log.last_seq("t") == 2
+    assert [(n.seq, n.event) for n in (await collect_until(log, "t", 3))] == [
+        (0, StreamEvent(None, "a")),
+        (1, StreamEvent("x", "b")),
+        (2, StreamEvent(None, "c")),
+    ]
+
+
+async def collect_until(log: RedisStreamLog, stream_id: str, count: int) -> list[NumberedEvent]:
+    got: list[NumberedEvent] = []
+    async for numbered in log.follow(stream_id, -1):
+        got.append(numbered)
+        if len(got) == count:
+            break
+    return got
 
 
 async def test_unknown_streams_and_expiry(redis_url: str) -> None:

@@ -32,6 +32,18 @@ class NumberedEvent:
     event: StreamEvent
 
 
+@dataclass(frozen=True)
+class Step:
+    """What one engine step added to a stream: its events and the token ids behind them, written in
+    one go, so the log a dead process leaves ends between two steps and the tokens logged are
+    exactly those whose text was sent (`takeover.py` continues from there). A step may hold tokens
+    and no event (text held back); `final` marks the answer's last step."""
+
+    events: tuple[StreamEvent, ...]
+    token_ids: tuple[int, ...] = ()
+    final: bool = False
+
+
 class UnknownStreamError(KeyError):
     pass
 
@@ -48,6 +60,8 @@ class StreamLog(Protocol):
     async def owner(self, stream_id: str) -> str | None: ...
 
     async def append(self, stream_id: str, event: StreamEvent) -> int: ...
+
+    async def append_step(self, stream_id: str, step: Step) -> None: ...
 
     async def close(self, stream_id: str) -> None: ...
 
@@ -96,6 +110,11 @@ class MemoryStreamLog:
         if self._size > self.max_bytes:
             self._evict()
         return seq
+
+    async def append_step(self, stream_id: str, step: Step) -> None:
+        """The step's events (this process's memory dies with its producer: no tokens to keep)."""
+        for event in step.events:
+            await self.append(stream_id, event)
 
     async def close(self, stream_id: str) -> None:
         rec = self._streams.get(stream_id)

@@ -9,10 +9,18 @@ writes. Streams are capped at `max_events` entries (oldest trimmed), like the me
 
 Redis being unreachable raises `StreamStoreUnavailableError`: new streams are refused with a 503 and
 readers of live ones get an error event; the client reconnects by itself once Redis is back.
+
+The writer of a stream holds a lease `sc:l:<id>` (`takeover.py`): it is taken when the stream is
+created, renewed by every write and by the manager while the stream is quiet, and ended by
+`close`. Every write is one Lua script (`redis_scripts.py`) that checks the lease first, so a
+process that lost it cannot write. Each step's token ids go to `sc:t:<id>` in the same script as
+its events, and the protocol's continuation record to the meta hash.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,9 +28,10 @@ import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streamchat.streams.log import NumberedEvent, StreamEvent, StreamStoreUnavailableError, UnknownStreamError
+from streamchat.streams import redis_scripts
+from streamchat.streams.log import NumberedEvent, Step, StreamEvent, StreamStoreUnavailableError, UnknownStreamError
+from streamchat.streams.takeover import Continuation, LeaseLostError
 
-_CLOSED_ID = "1-0"
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -32,6 +41,18 @@ def _events_key(stream_id: str) -> str:
 
 def _meta_key(stream_id: str) -> str:
     return f"sc:m:{stream_id}"
+
+
+def _lease_key(stream_id: str) -> str:
+    return f"sc:l:{stream_id}"
+
+
+def _tokens_key(stream_id: str) -> str:
+    return f"sc:t:{stream_id}"
+
+
+def _keys(stream_id: str) -> list[str]:
+    return [_events_key(stream_id), _meta_key(stream_id), _lease_key(stream_id), _tokens_key(stream_id)]
 
 
 def _entry_id(seq: int) -> str:
@@ -45,12 +66,26 @@ def _seq(entry_id: bytes | str) -> int | None:
 
 
 class RedisStreamLog:
-    def __init__(self, url: str, retention: float = 600.0, max_events: int = 100_000, block_ms: int = 2000) -> None:
+    def __init__(
+        self,
+        url: str,
+        retention: float = 600.0,
+        max_events: int = 100_000,
+        block_ms: int = 2000,
+        lease: float = 5.0,
+    ) -> None:
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10)
         self.retention = max(1, int(retention))
         self.max_events = max_events
         self.block_ms = block_ms
-        self._next: dict[str, int] = {}  # the next event number of streams this process writes
+        self.lease_ttl = lease
+        self._lease_ms = max(1, int(lease * 1000))
+        self.token = secrets.token_hex(8)  # this process's name on the leases it holds
+        self._append = self.client.register_script(redis_scripts.APPEND_STEP)
+        self._renew = self.client.register_script(redis_scripts.RENEW)
+        self._claim = self.client.register_script(redis_scripts.CLAIM)
+        self._release = self.client.register_script(redis_scripts.RELEASE)
+        self._close = self.client.register_script(redis_scripts.CLOSE)
 
     async def _do(self, command: Any) -> Any:
         try:
@@ -60,11 +95,14 @@ class RedisStreamLog:
 
     async def create(self, stream_id: str, owner: str | None = None) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(_events_key(stream_id))
+        pipe.delete(_events_key(stream_id), _tokens_key(stream_id))
         pipe.hset(_meta_key(stream_id), mapping={"owner": owner or "", "state": "open"})
         pipe.expire(_meta_key(stream_id), self.retention)
+        pipe.set(_lease_key(stream_id), self.token, px=self._lease_ms)
         await self._do(pipe.execute())
-        self._next[stream_id] = 0
+
+    async def describe(self, stream_id: str, record: dict[str, Any]) -> None:
+        await self._do(self.client.hset(_meta_key(stream_id), "record", json.dumps(record, separators=(",", ":"))))
 
     async def owner(self, stream_id: str) -> str | None:
         value = await self._do(self.client.hget(_meta_key(stream_id), "owner"))
@@ -73,28 +111,46 @@ class RedisStreamLog:
         return value.decode() or None
 
     async def append(self, stream_id: str, event: StreamEvent) -> int:
-        seq = self._next.get(stream_id)
-        if seq is None:  # a stream this process did not start (taken over): continue its numbering
-            seq = await self.last_seq(stream_id) + 1
-        fields = {"d": event.data.encode("utf-8", "surrogatepass")}
-        if event.name is not None:
-            fields["e"] = event.name.encode()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(_events_key(stream_id), fields, id=_entry_id(seq), maxlen=self.max_events, approximate=True)
-        pipe.expire(_events_key(stream_id), self.retention)
-        pipe.expire(_meta_key(stream_id), self.retention)
-        await self._do(pipe.execute())
-        self._next[stream_id] = seq + 1
-        return seq
+        return await self._write(stream_id, Step((event,)))
+
+    async def append_step(self, stream_id: str, step: Step) -> None:
+        await self._write(stream_id, step)
+
+    async def _write(self, stream_id: str, step: Step) -> int:
+        """One script: the lease checked and renewed, the events added, the tokens appended; the
+        number of the last event written."""
+        tokens = "".join(f"{t}," for t in step.token_ids)
+        args: list[Any] = [self.token, self._lease_ms, self.retention, self.max_events, int(step.final), tokens]
+        for event in step.events:
+            args += [event.name or "", event.data.encode("utf-8", "surrogatepass")]
+        after = await self._do(self._append(keys=_keys(stream_id), args=args))
+        if after < 0:
+            why = "another process holds its lease" if after == -1 else "it is closed"
+            raise LeaseLostError(f"stream {stream_id} cannot be written here: {why}")
+        return after - 1
 
     async def close(self, stream_id: str) -> None:
-        self._next.pop(stream_id, None)
+        if not await self._do(self._close(keys=_keys(stream_id), args=[self.token, self.retention])):
+            raise LeaseLostError(f"stream {stream_id} cannot be closed here: another process holds its lease")
+
+    async def renew(self, stream_id: str) -> bool:
+        keys = [_lease_key(stream_id), _meta_key(stream_id)]
+        return bool(await self._do(self._renew(keys=keys, args=[self.token, self._lease_ms])))
+
+    async def claim(self, stream_id: str) -> bool:
+        keys = [_lease_key(stream_id), _meta_key(stream_id)]
+        return bool(await self._do(self._claim(keys=keys, args=[self.token, self._lease_ms])))
+
+    async def release(self, stream_id: str) -> None:
+        await self._do(self._release(keys=[_lease_key(stream_id)], args=[self.token]))
+
+    async def continuation(self, stream_id: str) -> Continuation:
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(_meta_key(stream_id), "state", "closed")
-        pipe.xadd(_events_key(stream_id), {"closed": b"1"}, id=_CLOSED_ID)
-        pipe.expire(_events_key(stream_id), self.retention)
-        pipe.expire(_meta_key(stream_id), self.retention)
-        await self._do(pipe.execute())
+        pipe.hmget(_meta_key(stream_id), "record", "final")
+        pipe.get(_tokens_key(stream_id))
+        (record, final), tokens = await self._do(pipe.execute())
+        token_ids = tuple(int(t) for t in tokens.decode().split(",") if t) if tokens else ()
+        return Continuation(json.loads(record) if record else None, token_ids, final == b"1")
 
     async def exists(self, stream_id: str) -> bool:
         return bool(await self._do(self.client.exists(_meta_key(stream_id))))
