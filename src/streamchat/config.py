@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         description="where streams' events are kept for resumption: memory, or redis://host:port/db "
         "(shared by every process that uses it)",
     )
+    stream_lease: float = Field(
+        5.0,
+        gt=0,
+        description="with a redis stream store: seconds a producing process's lease on a stream lasts unless renewed; "
+        "after it, a resume reaching another process continues the answer there",
+    )
     models_file: Path | None = Field(
         None, description="a TOML file of more models to serve beside --model, each under its name (docs/models.md)"
     )

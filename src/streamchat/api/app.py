@@ -15,6 +15,7 @@ from streamchat.api.model_slots import ExtraModels, model_info
 from streamchat.api.request_log import RequestLogMiddleware
 from streamchat.api.size_limits import SizeLimitMiddleware
 from streamchat.api.state import ServerState
+from streamchat.api.takeover import continuer
 from streamchat.api.threads import in_passing_thread
 from streamchat.api.wire import WireMetricsMiddleware
 from streamchat.config import Settings
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
     """`built` lets a caller hand over an engine it has already loaded; otherwise we load in the background."""
     state = ServerState(settings)
+    state.streams.continuer = continuer(state)  # streams taken over from a process that died
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

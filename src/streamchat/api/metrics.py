@@ -160,4 +160,5 @@ _STREAM_COUNTERS = (
     ("streamchat_stream_resumes", "resumed", "Reconnections that resumed a stream"),
     ("streamchat_streams_abandoned", "abandoned", "Dropped streams nobody resumed within the grace period"),
     ("streamchat_streams_cancelled", "cancelled", "Streams cancelled with DELETE /v1/streams/{id}"),
+    ("streamchat_streams_taken_over", "taken_over", "Streams this process continued after their producer died"),
 )

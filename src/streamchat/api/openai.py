@@ -4,10 +4,15 @@ Chunks are what the official `openai` SDK parses: the first chat chunk carries `
 last carries `finish_reason`, a usage chunk with empty `choices` follows when
 `stream_options.include_usage` is set, then `data: [DONE]`. An error after the stream has started
 is sent as an `event: error` carrying the OpenAI error object, followed by `[DONE]`.
+
+Each engine step's chunks go to the stream log as one `Step` with the step's token ids, and a
+stream of free text carries a continuation record (`openai_record`): with a shared log another
+process can continue it after this one dies (`api/takeover.py`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -24,9 +29,9 @@ from streamchat.api.ready import Ready, ReadyServer
 from streamchat.api.state import ModelInfo
 from streamchat.api.structured_outputs import compile_constraint, requested_grammar
 from streamchat.api.submission import admit, stream_response, submit
-from streamchat.engine.types import Delta
+from streamchat.engine.types import Delta, GenerationRequest
 from streamchat.sse.framing import DONE, to_json
-from streamchat.streams.log import StreamEvent
+from streamchat.streams.log import Step, StreamEvent
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 
@@ -75,7 +80,8 @@ async def chat_completions(body: ChatCompletionRequest, ready: ReadyServer, owne
     admit(ready, owner)  # before any tokenizer work
     chat = await prepare_chat(ready, body)
     shape = ChatShape(f"chatcmpl-{uuid.uuid4().hex}", ready.model.name, reads_tool_calls=chat.reads_tool_calls)
-    return await _respond(ready, body, submit(ready, chat.request, owner), shape, http, owner)
+    record = None if chat.reads_tool_calls else openai_record(CHAT, shape, body.include_usage, chat.request)
+    return await _respond(ready, body, submit(ready, chat.request, owner), shape, http, owner, record)
 
 
 @router.post("/completions", response_model=None)
@@ -90,18 +96,45 @@ async def completions(body: CompletionRequest, ready: ReadyServer, owner: Owner,
     if grammar is not None:
         request.constraint = await compile_constraint(ready, grammar)
     shape = CompletionShape(f"cmpl-{uuid.uuid4().hex}", ready.model.name)
-    return await _respond(ready, body, submit(ready, request, owner), shape, http, owner)
+    record = openai_record(COMPLETION, shape, body.include_usage, request)
+    return await _respond(ready, body, submit(ready, request, owner), shape, http, owner, record)
+
+
+CHAT, COMPLETION = "openai.chat", "openai.completion"  # the protocols of continuation records
+
+
+def openai_record(protocol: str, shape: Shape, include_usage: bool, request: GenerationRequest) -> dict | None:
+    """What another process needs to continue this stream: the chunks' envelope and the request.
+    None for answers under a grammar (its state is not rebuilt elsewhere)."""
+    if request.constraint is not None:
+        return None
+    return {
+        "protocol": protocol,
+        "id": shape.id,
+        "created": shape.created,
+        "model": shape.model,
+        "include_usage": include_usage,
+        "prompt": list(request.prompt_token_ids),
+        "params": dataclasses.asdict(request.params),
+    }
 
 
 async def _respond(
-    ready: Ready, body: SamplingFields, deltas: AsyncIterator[Delta], shape: Shape, http: Request, owner: str | None
+    ready: Ready,
+    body: SamplingFields,
+    deltas: AsyncIterator[Delta],
+    shape: Shape,
+    http: Request,
+    owner: str | None,
+    record: dict | None = None,
 ) -> Response:
     if not body.stream:
         try:
             return JSONResponse(await unless_disconnected(http, _collect(deltas, shape)))
         except ClientDisconnectedError:
             return disconnected_response()
-    return await stream_response(ready, _events(deltas, shape, body.include_usage), body.resumable, owner)
+    events = openai_events(deltas, shape, body.include_usage)
+    return await stream_response(ready, events, body.resumable, owner, continuation=record)
 
 
 async def _collect(deltas: AsyncIterator[Delta], shape: Shape) -> dict:
@@ -116,17 +149,21 @@ async def _collect(deltas: AsyncIterator[Delta], shape: Shape) -> dict:
     return shape.whole("".join(text), last, logprobs)
 
 
-async def _events(deltas: AsyncIterator[Delta], shape: Shape, include_usage: bool) -> AsyncIterator[StreamEvent]:
+async def openai_events(
+    deltas: AsyncIterator[Delta], shape: Shape, include_usage: bool, opened: bool = False
+) -> AsyncIterator[StreamEvent | Step]:
+    """The stream's events: the opening chunk (unless `opened`: a continued stream), then one
+    `Step` per delta with its chunks and token ids, then `[DONE]`."""
     usage_field = {"usage": None} if include_usage else {}
-    first = shape.opening()
+    first = None if opened else shape.opening()
     if first is not None:
         yield StreamEvent(None, to_json({**first, **usage_field}))
     async for d in deltas:
         if d.error:
-            yield generation_failed_event(d.error)
+            yield Step((generation_failed_event(d.error),), d.token_ids, final=True)
             break
-        for chunk in shape.chunks(d):
-            yield StreamEvent(None, to_json({**chunk, **usage_field}))
+        events = [StreamEvent(None, to_json({**chunk, **usage_field})) for chunk in shape.chunks(d)]
         if d.finished and include_usage and d.usage is not None:
-            yield StreamEvent(None, to_json({**shape.envelope(), "choices": [], "usage": usage(d.usage)}))
+            events.append(StreamEvent(None, to_json({**shape.envelope(), "choices": [], "usage": usage(d.usage)})))
+        yield Step(tuple(events), d.token_ids, final=d.finished)
     yield StreamEvent(None, DONE)

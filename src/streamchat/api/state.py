@@ -72,7 +72,7 @@ def stream_log(s: Settings) -> StreamLog:
         return MemoryStreamLog(s.stream_retention, s.stream_log_bytes)
     from streamchat.streams.redis_log import RedisStreamLog
 
-    return RedisStreamLog(s.stream_store, s.stream_retention)
+    return RedisStreamLog(s.stream_store, s.stream_retention, lease=s.stream_lease)
 
 
 def get_state(request: Request) -> ServerState:

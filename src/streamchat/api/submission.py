@@ -22,7 +22,7 @@ from streamchat.api.request_log import log_answer
 from streamchat.engine.async_engine import EngineDeadError, RequestNotSupportedError
 from streamchat.engine.types import Delta, GenerationRequest
 from streamchat.sse.response import sse_response
-from streamchat.streams.log import StreamEvent
+from streamchat.streams.log import Step, StreamEvent
 from streamchat.streams.manager import Closing
 
 
@@ -46,12 +46,18 @@ def submit(ready: Ready, request: GenerationRequest, owner: str | None) -> Async
 
 
 async def stream_response(
-    ready: Ready, events: AsyncIterator[StreamEvent], resumable: bool, owner: str | None, closing: Closing | None = None
+    ready: Ready,
+    events: AsyncIterator[StreamEvent | Step],
+    resumable: bool,
+    owner: str | None,
+    closing: Closing | None = None,
+    continuation: dict | None = None,
 ) -> Response:
     """Start producing `events` into a new stream of `owner`'s and answer with it, from its first event;
-    `closing`: the events that end it when cut short, in the protocol's shape (default: OpenAI's)."""
+    `closing`: the events that end it when cut short, in the protocol's shape (default: OpenAI's);
+    `continuation`: what another process needs to continue it (`api/takeover.py`)."""
     streams = ready.state.streams
-    stream_id = await streams.start(events, resumable, owner, closing=closing)
+    stream_id = await streams.start(events, resumable, owner, closing=closing, continuation=continuation)
     return sse_response(
         streams.read(stream_id), ping_interval=ready.state.settings.ping_interval, headers={"X-Stream-Id": stream_id}
     )
