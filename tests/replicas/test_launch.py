@@ -7,6 +7,7 @@ as it would join a production cluster; the fixture's SIGTERM checks the shutdown
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -63,7 +64,7 @@ def proxy_url(ray_address: str, redis: RedisServer, tmp_path_factory: pytest.Tem
     log_path = tmp_path_factory.mktemp("replicas") / "serve.log"
     flags = ["--replicas", "2", "--stream-store", redis.url, "--ray-address", ray_address,
              "--host", "127.0.0.1", "--port", str(port), "--threads", "1", "--max-num-seqs", "4",
-             "--resume-grace", str(RESUME_GRACE_S), "--log-level", "warning"]  # fmt: skip
+             "--resume-grace", str(RESUME_GRACE_S), "--default-max-tokens", "32", "--log-level", "warning"]  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(serve_cmd(*flags), stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
@@ -187,3 +188,45 @@ def test_more_than_one_replica_is_refused_without_the_redis_stream_store(tmp_pat
     done = subprocess.run(serve_cmd("--replicas", "2", "--port", "0"), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--replicas 2 needs --stream-store redis://host:port/db" in done.stderr
+
+
+def content(events: list) -> str:
+    text = ""
+    for e in events:
+        if e.data.startswith("{") and '"choices"' in e.data:
+            choices = json.loads(e.data)["choices"]
+            text += "".join(c["delta"].get("content") or "" for c in choices)
+    return text
+
+
+def test_a_stream_survives_kill_9_of_its_replica(proxy_url: str) -> None:
+    """The replica producing a greedy answer dies after 20 of its 160 tokens; a reconnect through the
+    proxy reaches the other one, which takes the stream over from Redis and finishes it."""
+    body = {**CHAT, "max_tokens": 160, "ignore_eos": True}
+    whole = parse_sse(httpx.post(f"{proxy_url}/v1/chat/completions", json=body, timeout=120).text).events
+    before: list[str] = []
+    with httpx.stream("POST", f"{proxy_url}/v1/chat/completions", json=body, timeout=60) as resp:
+        stream_id = resp.headers["x-stream-id"]
+        lines = resp.iter_lines()
+        head = ""
+        for line in lines:
+            before.append(line)
+            if line == "" and head.count('"content":"') >= 20:
+                break
+            head += line
+        serving = [pid for pid, h in replica_health(proxy_url).items() if h["running"] == 1]
+        assert len(serving) == 1
+        os.kill(serving[0], signal.SIGKILL)
+    first = parse_sse("\n".join(before) + "\n").events
+    last_id = first[-1].id
+
+    def resumed() -> httpx.Response | None:
+        r = httpx.get(f"{proxy_url}/v1/streams/{stream_id}", headers={"Last-Event-ID": last_id}, timeout=120)
+        return r if r.status_code == 200 else None
+
+    assert wait_for(lambda: resumed() is not None, timeout=30, interval=0.5)
+    rest = parse_sse(resumed().text).events  # a replay from the same position: the answer is finished by now
+    events = first + rest
+    assert [e.data for e in events].count("[DONE]") == 1 and events[-1].data == "[DONE]"
+    assert content(events) == content(whole)
+    assert serving[0] not in replica_health(proxy_url, 5), "the answer was finished by the other replica"
