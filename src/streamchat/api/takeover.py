@@ -36,6 +36,7 @@ def continuer(state: ServerState) -> Continuer:
         if continuation.final:  # the whole answer was logged; only its end is missing
             return Adoption(_done())
         owner = await state.streams.log.owner(stream_id)
+        opened = await state.streams.last_seq(stream_id) >= 0  # else it died before its opening chunk
         params = record["params"]
         request = GenerationRequest(
             list(record["prompt"]),
@@ -51,7 +52,7 @@ def continuer(state: ServerState) -> Continuer:
             if exc.status in (400, 404):  # a model this server does not serve, or cannot continue with
                 return None
             raise NotNowError(exc.message) from exc
-        events = openai_events(deltas, _shape(record), record["include_usage"], opened=True)
+        events = openai_events(deltas, _shape(record), record["include_usage"], opened=opened)
         return Adoption(events)
 
     return continue_stream
