@@ -38,21 +38,28 @@ def rss_mb(pid: int) -> float:
     return total / MB
 
 
-def _cpu_seconds(pid: int | None) -> float:
-    """CPU time used so far by `pid` and its children, and by this harness."""
+def _cpu_seconds(pid: int | None, also: tuple[int, ...] = ()) -> float:
+    """CPU time used so far by `pid` and its children, by the processes `also` names (and theirs),
+    and by this harness."""
     total = sum(os.times()[:2])
-    for p in _family(pid) if pid is not None else []:
-        with contextlib.suppress(psutil.Error):
-            total += sum(p.cpu_times()[:2])
+    for root in ([pid] if pid is not None else []) + list(also):
+        for p in _family(root):
+            with contextlib.suppress(psutil.Error):
+                total += sum(p.cpu_times()[:2])
     return total
 
 
 class PeakRss:
     """The highest RSS seen every `interval` seconds while the block runs, and `others_busy`: the
-    share of all CPUs that processes other than the server and this harness used meanwhile."""
+    share of all CPUs that processes other than the server and this harness used meanwhile.
 
-    def __init__(self, pid: int | None, interval: float = 0.1) -> None:
+    `also`: processes that serve the measured requests beside the server (a Redis it writes to),
+    whose CPU is not counted as others'; their memory is not in `peak`.
+    """
+
+    def __init__(self, pid: int | None, interval: float = 0.1, also: tuple[int, ...] = ()) -> None:
         self.pid = pid
+        self.also = also
         self.interval = interval
         self.peak = 0.0
         self.others_busy = 0.0
@@ -60,7 +67,7 @@ class PeakRss:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> PeakRss:
-        self._start = (time.monotonic(), _cpu_times(), _cpu_seconds(self.pid))
+        self._start = (time.monotonic(), _cpu_times(), _cpu_seconds(self.pid, self.also))
         if self.pid is not None:
             self._thread.start()
         return self
@@ -72,7 +79,7 @@ class PeakRss:
         wall0, (busy0, _), ours0 = self._start
         busy1, _ = _cpu_times()
         wall = time.monotonic() - wall0
-        others = (busy1 - busy0) / _TICK - (_cpu_seconds(self.pid) - ours0)
+        others = (busy1 - busy0) / _TICK - (_cpu_seconds(self.pid, self.also) - ours0)
         self.others_busy = max(0.0, others / (wall * (os.cpu_count() or 1))) if wall > 0 else 0.0
 
     def _run(self) -> None:
