@@ -97,6 +97,7 @@ class Snapshot:
     cpu_s: float  # used_cpu_user + used_cpu_sys of the server process
     net_in: int
     net_out: int
+    clients: int = 0  # connections open (a reader blocked in XREAD holds one)
     streams: set[str] = field(default_factory=set)  # stream ids with an events key
 
 
@@ -113,6 +114,7 @@ def from_info(info: dict[str, Any], streams: set[str] | None = None) -> Snapshot
         cpu_s=float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
         net_in=int(info["total_net_input_bytes"]),
         net_out=int(info["total_net_output_bytes"]),
+        clients=int(info.get("connected_clients", 0)),
         streams=set(streams or ()),
     )
 
@@ -177,4 +179,5 @@ def cost(before: Snapshot, after: Snapshot, keys: dict[str, Any], tokens: int) -
         "cpu_us_per_token": per((after.cpu_s - before.cpu_s) * 1e6, tokens),
         "net_in_per_token": per(after.net_in - before.net_in, tokens),
         "net_out_per_token": per(after.net_out - before.net_out, tokens),
+        "clients_after": after.clients,
     }

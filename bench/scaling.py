@@ -210,7 +210,9 @@ def _redis_cost(m: Measured, store: RedisServer) -> dict[str, Any] | None:
         keys = key_bytes(client, new)
     finally:
         client.close()
-    return cost(first, last, keys, sum(tokens for _, _, tokens in m.redis))
+    figures = cost(first, last, keys, sum(tokens for _, _, tokens in m.redis))
+    figures["clients_most"] = max(after.clients for _, after, _ in m.redis)
+    return figures
 
 
 def measure_level(
@@ -576,7 +578,7 @@ def _cost_rows(run: dict[str, Any]) -> list[str]:
                     f"| {_num(r['key_bytes_per_event'], 0)} | {_num(r['commands_per_token'], 2)} "
                     f"| {_num(r['scripts_per_token'], 3)} | {_num(r['xread_per_token'], 3)} "
                     f"| {_num(r['cpu_us_per_token'], 1)} | {_num(r['net_in_per_token'], 0)} / "
-                    f"{_num(r['net_out_per_token'], 0)} |"
+                    f"{_num(r['net_out_per_token'], 0)} | {r.get('clients_most', '—')} |"
                 )
     return rows
 
@@ -631,12 +633,14 @@ def markdown(run: dict[str, Any]) -> str:
             "(the streams kept for `--stream-retention`), keys = `MEMORY USAGE` of each stream's keys "
             "(per stream: events / meta / tokens); commands = `INFO commandstats` calls, those run inside "
             "the log's Lua scripts included, the harness's own left out; scripts and XREAD = those calls "
-            "alone; CPU = Redis's used_cpu_user + used_cpu_sys; network = bytes in / out.",
+            "alone; CPU = Redis's used_cpu_user + used_cpu_sys; network = bytes in / out; connections = "
+            "Redis's connected_clients after a wave, most of the level (the servers' pools keep one per "
+            "reader that was blocked in XREAD at once).",
             "",
             "| server | C | streams | tokens | events/token | memory B/token | keys B/token | keys B/stream "
             "| B/event (events key) | commands/token | scripts/token | XREAD/token | Redis CPU µs/token "
-            "| network B/token |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| network B/token | connections |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             *costs,
         ]
     if run.get("takeover"):
