@@ -216,8 +216,17 @@ def summarise(waves: list[WaveResult], tokens: int) -> dict[str, Any]:
         "done_seen": sum(1 for s in streams if s.done),
         "prompt_tokens": [s.prompt_tokens for s in streams],
         "prefill_tokens_per_s": _prefill_rate(waves),
+        "decode_tokens_per_s": _decode_rate(streams),
         "texts": [s.text for s in streams],
     }
+
+
+def _decode_rate(streams: list[StreamResult]) -> float | None:
+    """Tokens after the first over the time after the first, summed over streams: the decoding
+    speed alone, which prompt lookup changes and prefill does not blur. None without timings."""
+    timed = [s for s in streams if s.ttft is not None and s.seconds > s.ttft and s.tokens > 1]
+    after_first = sum(s.seconds - s.ttft for s in timed)  # type: ignore[operator]
+    return sum(s.tokens - 1 for s in timed) / after_first if after_first else None
 
 
 def _prefill_rate(waves: list[WaveResult]) -> float | None:

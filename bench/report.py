@@ -113,13 +113,15 @@ def _edit_rows(servers: dict[str, Any]) -> list[str]:
         for lv in result.get("edit", []):
             c = lv["concurrency"]
             if lv.get("timed_out"):
-                rows.append(f"| {name} | {c} | timed out after {lv['wall_s']:.0f} s | | | | | |")
+                rows.append(f"| {name} | {c} | timed out after {lv['wall_s']:.0f} s | | | | | | | |")
                 continue
             kept = f"{lv['accepted']:.0f} / {lv['drafted']:.0f}" if lv.get("drafted") else "—"
             ratio = _ratio(lv["tokens_per_s"], base.get(c, {}).get("tokens_per_s"))
+            decode = lv.get("decode_tokens_per_s")
+            decode_ratio = _ratio(decode, base.get(c, {}).get("decode_tokens_per_s"))
             rows.append(
-                f"| {name} | {c} | {lv['tokens_per_s']:.1f} | {ratio} | {_ms(lv['ttft_p50'])} | {lv['tokens']} "
-                f"| {kept} | {_mib(lv.get('rss_peak_mb'))} |"
+                f"| {name} | {c} | {lv['tokens_per_s']:.1f} | {ratio} | {'—' if decode is None else f'{decode:.1f}'} "
+                f"| {decode_ratio} | {_ms(lv['ttft_p50'])} | {lv['tokens']} | {kept} | {_mib(lv.get('rss_peak_mb'))} |"
             )
     return rows
 
@@ -206,10 +208,12 @@ def markdown(run: dict[str, Any], chart: str | None = None) -> str:
             "",
             f"Edit answers ({run['edit']['prompts']} prompts whose answers copy much of them, plain greedy, no "
             f"repetition penalty, at most {run['edit']['tokens']} tokens): drafts kept = accepted / proposed by "
-            "prompt lookup (streamchat's /metrics).",
+            "prompt lookup (streamchat's /metrics). tokens/s counts each answer from its request; decode "
+            "tokens/s from its first token (what drafting changes; prefill is the same with or without it).",
             "",
-            "| server | C | tokens/s | × llama-server | TTFT p50 | tokens | drafts kept | RSS peak MiB |",
-            "|---|---|---|---|---|---|---|---|",
+            "| server | C | tokens/s | × llama-server | decode tokens/s | × llama-server | TTFT p50 | tokens "
+            "| drafts kept | RSS peak MiB |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             *edit,
             *([""] + _same_answers(servers) if _same_answers(servers) else []),
         ]

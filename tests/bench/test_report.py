@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from bench.chart import svg
+from bench.client import StreamResult, WaveResult, summarise
 from bench.report import markdown
 
 
@@ -22,7 +23,7 @@ def server(note: str, tps: float, busy: float = 0.0) -> dict:
         "note": note, "busy_before": 0.01, "rss_idle_mb": 440.0,
         "levels": [level(1, tps, 0.02, 460), level(16, 2 * tps, 0.5, 500, busy)],
         "long": [level(1, 0, 5.5, 560), level(4, 0, 14.0, 700)],
-        "edit": [{**level(1, tps, 0.3, 600), "drafted": 300.0, "accepted": 200.0}],
+        "edit": [{**level(1, tps, 0.3, 600), "drafted": 300.0, "accepted": 200.0, "decode_tokens_per_s": 2 * tps}],
     }  # fmt: skip
 
 
@@ -41,7 +42,7 @@ def test_every_table_has_memory_and_the_ratios_to_llama_server() -> None:
     assert "| streamchat | 1 | 120.0 | 20 | 40 | 10 | 20 | 1/1 | 460 | — | — | 1.20 |" in text
     assert "RSS after start 440 MiB" in text
     assert "| streamchat | 4 | 1500 | 14000 | 28000 | 1.00 | 1.00 | 270 | 700 |" in text  # long prompts
-    assert "| streamchat | 1 | 120.0 | 1.20 | 300 | 64 | 200 / 300 | 600 |" in text  # edit answers
+    assert "| streamchat | 1 | 120.0 | 1.20 | 240.0 | 1.20 | 300 | 64 | 200 / 300 | 600 |" in text  # edit answers
     assert "Edit answers of streamchat and streamchat-nospec at C=1: identical." in text
     assert "streamchat C=16: other processes used 30% of the CPUs" in text
     assert "![tokens/s, TTFT and RSS per server](run.svg)" in text
@@ -54,3 +55,8 @@ def test_the_chart_is_svg_with_a_line_per_server_and_memory_bars() -> None:
     assert len(lines) == 3 * 3  # tokens/s, TTFT p50 and p99 for each server
     assert len(root.findall(f"{ns}rect")) >= 1 + 3 * 2 + 3  # background, two bars and a key per server
     assert any(t.text == "llama-server" for t in root.iter(f"{ns}text"))
+
+
+def test_decode_rate_counts_from_each_answers_first_token() -> None:
+    from_first = [StreamResult(tokens=11, ttft=0.5, seconds=1.5), StreamResult(tokens=21, ttft=1.0, seconds=2.0)]
+    assert summarise([WaveResult(2, 2.0, from_first)], 11)["decode_tokens_per_s"] == 30 / 2.0
