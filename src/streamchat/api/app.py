@@ -47,6 +47,7 @@ def create_app(settings: Settings, built: BuiltEngine | None = None) -> FastAPI:
             if task is not None:
                 task.cancel()
             await state.streams.shutdown()
+            await state.responses.close()
             if state.extra_models is not None:
                 await state.extra_models.stop()
             if state.engine is not None:

@@ -52,15 +52,12 @@ class ResponseRun:
         yield self._event("response.created", response=self.stored.body)
         yield self._event("response.in_progress", response=self.stored.body)
         last: Delta | None = None
-        try:
-            async for d in deltas:
-                last = d
-                for event in self._read(d):
-                    yield event
-                if d.finished:
-                    break
-        finally:
-            self.stored.request_id = None
+        async for d in deltas:
+            last = d
+            for event in self._read(d):
+                yield event
+            if d.finished:
+                break
         for event in self._close_items():
             yield event
         yield self._ending(last)

@@ -5,12 +5,20 @@ key that created it; `previous_response_id` continues its conversation. Streamed
 responses write their events into the stream log like every other stream, as detached producers
 for `background` (they run to the end whoever is reading), so `GET /v1/responses/{id}?stream=true
 &starting_after=N` re-attaches: it replays the events after sequence number N, then follows live.
+
+The store is this process's memory, or Redis with `--stream-store redis://…` (`response_store.py`):
+then a response created on one process is read, chained, cancelled or deleted through any other.
+The process running it writes its object through as it is created, starts and ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -22,16 +30,20 @@ from streamchat.api.errors import APIError
 from streamchat.api.generation import prepare_chat
 from streamchat.api.ready import Ready, ReadyServer
 from streamchat.api.response_events import ResponseRun, new_id
-from streamchat.api.response_store import StoredResponse
+from streamchat.api.response_store import ResponseStore, StoredResponse
 from streamchat.api.responses_schemas import ResponseRequest, chat_request, input_messages
 from streamchat.api.resume import resume_response
 from streamchat.api.state import State
 from streamchat.api.submission import admit, submit
 from streamchat.sse.response import sse_response
+from streamchat.streams.log import StreamEvent, StreamStoreUnavailableError
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 
 _RUNNING = ("queued", "in_progress")
+_SAVED_AT = ("response.in_progress", "response.completed", "response.incomplete", "response.failed")
 
 
 @router.post("/responses", response_model=None)
@@ -40,40 +52,72 @@ async def create_response(body: ResponseRequest, ready: ReadyServer, owner: Owne
     if body.background and not body.store:
         raise APIError(400, "a background response must be stored ('store': true)", param="background")
     admit(ready, owner)  # before any tokenizer work
+    store = ready.state.responses
     history: list[dict[str, Any]] = []
     if body.previous_response_id is not None:
-        previous = ready.state.responses.get(body.previous_response_id, owner)
+        previous = await store.get(body.previous_response_id, owner)
         if previous is None:
             raise _not_found(body.previous_response_id, "previous_response_id")
         history = list(previous.conversation)
     messages = history + input_messages(body)
     chat = await prepare_chat(ready, chat_request(body, messages))
     response_id = new_id("resp")
-    stored = StoredResponse(
-        response_id, owner, _response_object(ready, body, response_id), messages, request_id=chat.request.request_id
-    )
+    stored = StoredResponse(response_id, owner, _response_object(ready, body, response_id), messages)
     run = ResponseRun(stored, chat.reads_tool_calls)
-    deltas = submit(ready, chat.request, owner)
     if body.store:
-        ready.state.responses.put(stored)
+        await store.put(stored)  # before the engine starts: a store that cannot be reached refuses it
+    try:
+        deltas = submit(ready, chat.request, owner)
+    except APIError:
+        if body.store:  # refused by the engine: nothing to keep
+            with contextlib.suppress(StreamStoreUnavailableError):
+                await store.delete(response_id, owner)
+        raise
+    events = run.events(deltas)
+    if body.store:
+        events = _stored_run(store, stored, events, functools.partial(ready.engine.abort, chat.request.request_id))
     if body.stream or body.background:
         streams = ready.state.streams
-        stored.stream_id = await streams.start(run.events(deltas), True, owner, detached=body.background)
+        stored.stream_id = await streams.start(events, True, owner, detached=body.background)
+        if body.store:
+            await _save(store, stored)  # where other processes re-attach
         if body.stream:
             headers = {"X-Stream-Id": stored.stream_id}
             return sse_response(streams.read(stored.stream_id), ping_interval=ready.state.settings.ping_interval,
                                 headers=headers)  # fmt: skip
         return JSONResponse(stored.body)
     try:
-        await unless_disconnected(http, _drain(run, deltas))
+        await unless_disconnected(http, _drain(events))
     except ClientDisconnectedError:
         return disconnected_response()
     return JSONResponse(stored.body)
 
 
-async def _drain(run: ResponseRun, deltas: Any) -> None:
-    async for _ in run.events(deltas):
-        pass
+async def _drain(events: AsyncIterator[StreamEvent]) -> None:
+    async with contextlib.aclosing(events):
+        async for _ in events:
+            pass
+
+
+async def _stored_run(
+    store: ResponseStore, stored: StoredResponse, events: AsyncIterator[StreamEvent], abort: Callable[[], None]
+) -> AsyncIterator[StreamEvent]:
+    """A stored response's events: its object written through as it starts and before its last
+    event goes out (a client that saw the end reads the end anywhere), and `abort` reachable from
+    any process's cancel while it runs."""
+    with store.running(stored, abort):
+        async for event in events:
+            if event.name in _SAVED_AT:
+                await _save(store, stored)
+            yield event
+
+
+async def _save(store: ResponseStore, stored: StoredResponse) -> None:
+    """Write the object through; an unreachable store leaves the answer itself going."""
+    try:
+        await store.save(stored)
+    except StreamStoreUnavailableError as exc:
+        log.warning("response %s not saved: %s", stored.id, exc)
 
 
 @router.get("/responses/{response_id}", response_model=None)
@@ -84,7 +128,7 @@ async def get_response(
     stream: bool = False,
     starting_after: Annotated[int | None, Query(ge=-1)] = None,
 ) -> Response:
-    stored = state.responses.get(response_id, owner)
+    stored = await state.responses.get(response_id, owner)
     if stored is None:
         raise _not_found(response_id)
     if not stream:
@@ -98,32 +142,41 @@ async def get_response(
 
 @router.post("/responses/{response_id}/cancel")
 async def cancel_response(response_id: str, ready: ReadyServer, owner: Owner) -> JSONResponse:
-    stored = ready.state.responses.get(response_id, owner)
+    store = ready.state.responses
+    stored = await store.get(response_id, owner)
     if stored is None:
         raise _not_found(response_id)
     if not stored.body.get("background"):
         raise APIError(400, "only background responses can be cancelled", param="response_id")
-    await _stop(ready, stored)
-    return JSONResponse(stored.body)
+    return JSONResponse((await _stop(store, stored)).body)
 
 
 @router.delete("/responses/{response_id}")
 async def delete_response(response_id: str, ready: ReadyServer, owner: Owner) -> dict:
-    stored = ready.state.responses.delete(response_id, owner)
+    store = ready.state.responses
+    stored = await store.get(response_id, owner)
     if stored is None:
         raise _not_found(response_id)
-    await _stop(ready, stored)
+    await _stop(store, stored)
+    if await store.delete(response_id, owner) is None:  # deleted by another request meanwhile
+        raise _not_found(response_id)
     return {"id": response_id, "object": "response", "deleted": True}
 
 
-async def _stop(ready: Ready, stored: StoredResponse, patience: float = 30.0) -> None:
-    """Abort the answer if it still runs, and wait (briefly) until its object says how it ended."""
-    if stored.body["status"] not in _RUNNING or stored.request_id is None:
-        return
-    ready.engine.abort(stored.request_id)
+async def _stop(store: ResponseStore, stored: StoredResponse, patience: float = 30.0) -> StoredResponse:
+    """Stop the answer if it still runs, wherever it runs, and wait (briefly) until its stored
+    object says how it ended; that object."""
+    if stored.body["status"] not in _RUNNING:
+        return stored
+    await store.cancel(stored)
     deadline = time.monotonic() + patience
     while stored.body["status"] in _RUNNING and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
+        latest = await store.get(stored.id, stored.owner)
+        if latest is None:  # deleted meanwhile
+            break
+        stored = latest
+    return stored
 
 
 def _not_found(response_id: str, param: str = "response_id") -> APIError:

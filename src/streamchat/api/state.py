@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 
 from streamchat.api.admission import Admission, FailedAuthThrottle
 from streamchat.api.metrics import Metrics
-from streamchat.api.response_store import ResponseStore
+from streamchat.api.response_store import MemoryResponseStore, ResponseStore
 from streamchat.config import Settings
 from streamchat.engine.async_engine import AsyncEngine
 from streamchat.engine.grammar.compiler import GrammarCompiler
@@ -57,7 +57,7 @@ class ServerState:
         self.auth_throttle = FailedAuthThrottle(s.auth_failures_per_minute) if s.auth_failures_per_minute else None
         self.streams = StreamManager(stream_log(s), s.resume_grace)
         self.metrics = Metrics(self)
-        self.responses = ResponseStore(s.responses_store_size, s.responses_store_ttl)
+        self.responses = response_store(s, self.streams.log)
 
     @property
     def busy(self) -> bool:
@@ -73,6 +73,19 @@ def stream_log(s: Settings) -> StreamLog:
     from streamchat.streams.redis_log import RedisStreamLog
 
     return RedisStreamLog(s.stream_store, s.stream_retention, lease=s.stream_lease)
+
+
+def response_store(s: Settings, log: StreamLog) -> ResponseStore:
+    """Stored responses beside the streams: in this process's memory, or in the same Redis (one
+    connection pool), so every process sees every response."""
+    if s.stream_store == "memory":
+        return MemoryResponseStore(s.responses_store_size, s.responses_store_ttl)
+    from streamchat.api.response_store_redis import RedisResponseStore
+    from streamchat.streams.redis_log import RedisStreamLog
+
+    if not isinstance(log, RedisStreamLog):
+        raise TypeError("stored responses live in Redis only beside a Redis stream log")
+    return RedisResponseStore(log.client, s.responses_store_size, s.responses_store_ttl)
 
 
 def get_state(request: Request) -> ServerState:
