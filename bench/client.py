@@ -106,11 +106,8 @@ def _content(target: Target, payload: dict[str, Any], result: StreamResult) -> s
     return None
 
 
-async def _read(
-    client: httpx.AsyncClient, target: Target, prompt: str, tokens: int, forced: bool = True
-) -> StreamResult:
+async def _read(client: httpx.AsyncClient, target: Target, path: str, body: dict[str, Any]) -> StreamResult:
     """Send one request and read its SSE stream to the end."""
-    path, body = _body(target, prompt, tokens, forced)
     result, start = StreamResult(), time.perf_counter()
     last = start
     async with client.stream("POST", target.base_url + path, json=body) as response:
@@ -143,23 +140,28 @@ async def _read(
     return result
 
 
-async def stream_once(
-    client: httpx.AsyncClient, target: Target, prompt: str, tokens: int, forced: bool = True
-) -> StreamResult:
-    """One request, resent once if the server closed the connection before answering at all.
+async def send(client: httpx.AsyncClient, target: Target, path: str, body: dict[str, Any]) -> StreamResult:
+    """One streamed request, resent once if the server closed the connection before answering at all.
 
     Why: llama-server often drops a kept-alive connection right after a stream, and the next
     request on it gets no response; that says nothing about generation speed.
     """
     for attempt in range(2):
         try:
-            return await _read(client, target, prompt, tokens, forced)
+            return await _read(client, target, path, body)
         except (httpx.RemoteProtocolError, httpx.ConnectError) as exc:
             if attempt:
                 return StreamResult(error=f"{type(exc).__name__}: {exc}")
         except (httpx.HTTPError, json.JSONDecodeError) as exc:
             return StreamResult(error=f"{type(exc).__name__}: {exc}")
     raise AssertionError("unreachable")
+
+
+async def stream_once(
+    client: httpx.AsyncClient, target: Target, prompt: str, tokens: int, forced: bool = True
+) -> StreamResult:
+    """One request of `tokens` tokens for `prompt` in the target's protocol (see `_body`)."""
+    return await send(client, target, *_body(target, prompt, tokens, forced))
 
 
 async def wave(

@@ -57,9 +57,9 @@ from bench.client import summarise as summarise_waves
 from bench.idle import _cpu_times, busy_fraction, wait_for_idle
 from bench.peers import Peer, Unavailable, _streamchat, running
 from bench.redis_store import RedisServer, Snapshot, cost, key_bytes, running_redis, snapshot
-from bench.report import _version, machine
+from bench.report import _ms, _version, machine
 from bench.rss import _TICK, PeakRss, _cpu_seconds, _family, rss_mb
-from bench.run import _stop_on_signals
+from bench.run import _log, _stop_on_signals
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("store", "ray", "takeover")
@@ -67,10 +67,6 @@ STORE_TARGET = 0.95  # Redis log tokens/s at least 0.95x the memory log's, at 16
 RAY_TPS_TARGET = 0.9  # one Ray Serve replica at least 0.9x the direct server's tokens/s, at 1 and 16
 RAY_TTFT_MS = 20.0  # ... adding at most 20 ms to TTFT p50
 RAY_ITL_MS = 5.0  # ... and at most 5 ms to ITL p50
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _ints(text: str) -> list[int]:
@@ -527,10 +523,6 @@ def summary(run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                           "itl_p50": itl <= RAY_ITL_MS},
             })  # fmt: skip
     return {"store": store, "ray": ray}
-
-
-def _ms(seconds: float | None) -> str:
-    return "—" if seconds is None else f"{seconds * 1000:.0f}"
 
 
 def _ms3(ms: float | None) -> str:

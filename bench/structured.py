@@ -38,12 +38,12 @@ import httpx
 import jsonschema
 import psutil
 
-from bench.client import StreamResult, Target, _body, _content, percentile
+from bench.client import StreamResult, Target, _body, percentile, send
 from bench.idle import busy_fraction, wait_for_idle
 from bench.json_schemas import CASES
 from bench.peers import PEERS, Unavailable, running
-from bench.report import machine
-from bench.run import _stop_on_signals
+from bench.report import _ms, machine
+from bench.run import _log, _stop_on_signals
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVERS = ("streamchat", "llama-server")
@@ -53,10 +53,6 @@ TARGET_VS_LLAMA = 1.5  # issue 13: at least 1.5x llama-server's constrained toke
 OPENAI_PEERS = [name for name, peer in PEERS.items() if peer.protocol == "openai"]
 NOISY = 0.10  # other processes' share of the CPUs during a level above which its figures are flagged
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def format_checker() -> jsonschema.FormatChecker:
@@ -95,7 +91,10 @@ class Answer:
 
     job: Job
     stream: StreamResult
-    text: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.stream.text
 
 
 @dataclass
@@ -153,53 +152,9 @@ def request_body(target: Target, job: Job) -> tuple[str, dict[str, Any]]:
     return path, body
 
 
-async def _read(client: httpx.AsyncClient, target: Target, job: Job) -> Answer:
-    """Send one request and read its SSE stream to the end, keeping the text (bench.client drops it)."""
-    path, body = request_body(target, job)
-    answer, start = Answer(job, StreamResult()), time.perf_counter()
-    result, pieces, last = answer.stream, [], start
-    async with client.stream("POST", target.base_url + path, json=body) as response:
-        if response.status_code != 200:
-            result.error = f"HTTP {response.status_code}: {(await response.aread())[:300].decode(errors='replace')}"
-            return answer
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                result.done = True
-                break
-            payload = json.loads(data)
-            if "error" in payload:
-                result.error = str(payload["error"])[:300]
-                continue
-            text = _content(target, payload, result)
-            if text is None:
-                continue
-            now = time.perf_counter()
-            if result.ttft is None:
-                result.ttft = now - start
-            else:
-                result.gaps.append(now - last)
-            last, result.chunks = now, result.chunks + 1
-            pieces.append(text)
-    result.seconds = time.perf_counter() - start
-    result.tokens = result.usage_tokens if result.usage_tokens is not None else result.chunks
-    answer.text = "".join(pieces)
-    return answer
-
-
 async def ask(client: httpx.AsyncClient, target: Target, job: Job) -> Answer:
-    """One request, resent once if the connection closed before any answer (llama-server does that)."""
-    for attempt in range(2):
-        try:
-            return await _read(client, target, job)
-        except (httpx.RemoteProtocolError, httpx.ConnectError) as exc:
-            if attempt:
-                return Answer(job, StreamResult(error=f"{type(exc).__name__}: {exc}"))
-        except (httpx.HTTPError, json.JSONDecodeError) as exc:
-            return Answer(job, StreamResult(error=f"{type(exc).__name__}: {exc}"))
-    raise AssertionError("unreachable")
+    """One request, its text kept (bench.client keeps each stream's text)."""
+    return Answer(job, await send(client, target, *request_body(target, job)))
 
 
 async def closed_loop(target: Target, jobs: list[Job], concurrency: int) -> tuple[list[Answer], float]:
@@ -410,10 +365,6 @@ def run_server(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- report ------------------------------------------------------------------------------------------
-
-
-def _ms(seconds: float | None) -> str:
-    return "—" if seconds is None else f"{seconds * 1000:.0f}"
 
 
 def _level(run: dict[str, Any], server: str, c: int, mode: str) -> dict[str, Any]:
