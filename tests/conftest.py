@@ -24,6 +24,7 @@ import httpx
 import openai
 import pytest
 
+from tests.redis_server import running_redis
 from tests.support import PING_INTERVAL_S, RESUME_GRACE_S
 
 STARTUP_TIMEOUT_S = 240.0  # the first start converts the GGUF (~20 s, more on a busy machine)
@@ -125,3 +126,10 @@ def tokenizer():
     from streamchat.engine.transformers.loader import _converted_gguf
 
     return AutoTokenizer.from_pretrained(_converted_gguf(embedded_gguf(), default_cache_dir()))
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of the module's own, on a free port with a temp dir (skips without one)."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url

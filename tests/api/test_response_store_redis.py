@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +14,9 @@ import redis.asyncio as redis
 from streamchat.api.response_store import StoredResponse
 from streamchat.api.response_store_redis import INDEX_KEY, RedisResponseStore, cancel_key, response_key
 from streamchat.streams.log import StreamStoreUnavailableError
-from tests.redis_server import free_port, running_redis
+from tests.redis_server import free_port
 
 CANCEL_NOTICED_S = 0.5
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server.url
 
 
 @pytest.fixture

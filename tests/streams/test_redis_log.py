@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,15 +11,9 @@ import pytest
 from streamchat.streams.log import NumberedEvent, Step, StreamEvent, StreamStoreUnavailableError, UnknownStreamError
 from streamchat.streams.redis_log import RedisStreamLog
 from streamchat.streams.takeover import Continuation, LeaseLostError
-from tests.redis_server import free_port, running_redis
+from tests.redis_server import free_port
 
 TIMEOUT_S = 5.0
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server.url
 
 
 @pytest.fixture

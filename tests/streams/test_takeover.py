@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -13,16 +13,9 @@ from streamchat.streams.log import Step, StreamEvent
 from streamchat.streams.manager import DONE_EVENT, StreamManager
 from streamchat.streams.redis_log import RedisStreamLog
 from streamchat.streams.takeover import Adoption, Continuation, NotNowError
-from tests.redis_server import running_redis
 
 LEASE_S = 0.2
 TIMEOUT_S = 10.0
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server.url
 
 
 @pytest.fixture
