@@ -107,14 +107,8 @@ class LLMEngine:
         """Take in tokens an answer already holds, silently: the detokenizer, stop matcher, UTF-8
         state and grammar end up where they stood after the last of them, so the next delta's text
         continues exactly where the text sent ended. Returns why the answer is over, if it is."""
-        p = seq.request.params
         for tok in token_ids:
-            seq.output_ids.append(tok)
-            utf8 = self._utf8.after(seq.utf8, tok)
-            seq.utf8 = START if utf8 is None else utf8
-            if tok in p.stop_token_ids or (
-                tok in self.eos_token_ids and (seq.constraint is not None or not p.ignore_eos)
-            ):
+            if self._take(seq, tok):
                 return FinishReason.STOP
             if seq.constraint is not None and seq.constraint.consume(tok) is not None:
                 return FinishReason.ERROR
@@ -290,16 +284,12 @@ class LLMEngine:
 
     def _advance(self, seq: Sequence, choice: Sampled) -> Delta:
         """Append one sampled token and turn it into the delta the client sees."""
-        p = seq.request.params
         tok = choice.token_id
-        seq.output_ids.append(tok)
-        utf8 = self._utf8.after(seq.utf8, tok)
-        seq.utf8 = START if utf8 is None else utf8  # a broken character is over, as the decoder sees it
+        ends = self._take(seq, tok)
         self.stats.generated_tokens += 1
         logprobs = self._logprobs(choice)
         grammar = seq.constraint
-        is_eos = tok in self.eos_token_ids and (grammar is not None or not p.ignore_eos)
-        if is_eos or tok in p.stop_token_ids:
+        if ends:
             return self._end(seq, FinishReason.STOP, *seq.answer.finish(logprobs), (tok,))
         broken = grammar.consume(tok) if grammar is not None else None
         text, logprobs = seq.answer.add(tok, logprobs)
@@ -312,6 +302,16 @@ class LLMEngine:
             tail, more = seq.answer.finish()
             return self._end(seq, ending, text + tail, logprobs + more, (tok,))
         return Delta(text=text, token_ids=(tok,), logprobs=logprobs)
+
+    def _take(self, seq: Sequence, tok: int) -> bool:
+        """Append `tok` to the answer and its UTF-8 state; True when it is a token that ends the
+        answer (EOS, unless ignored outside a grammar, or a stop token)."""
+        seq.output_ids.append(tok)
+        utf8 = self._utf8.after(seq.utf8, tok)
+        seq.utf8 = START if utf8 is None else utf8  # a broken character is over, as the decoder sees it
+        p = seq.request.params
+        is_eos = tok in self.eos_token_ids and (seq.constraint is not None or not p.ignore_eos)
+        return is_eos or tok in p.stop_token_ids
 
     def _ending(self, seq: Sequence) -> FinishReason | None:
         """Why the answer ends after its latest token, though no stop token or string ended it."""
