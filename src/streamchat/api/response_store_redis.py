@@ -26,15 +26,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamchat.api.response_store import LiveRuns, StoredResponse
-from streamchat.streams.log import StreamStoreUnavailableError
+from streamchat.streams.redis_log import UNREACHABLE, reached
 
 log = logging.getLogger(__name__)
-
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 INDEX_KEY = "sc:ri"
 _PREFIX = "sc:r:"
@@ -80,10 +76,7 @@ class RedisResponseStore:
         self._poller: asyncio.Task | None = None
 
     async def _do(self, command: Any) -> Any:
-        try:
-            return await command
-        except UNREACHABLE as exc:
-            raise StreamStoreUnavailableError(f"the response store cannot be reached: {exc}") from exc
+        return await reached(command, "response store")
 
     async def put(self, item: StoredResponse) -> None:
         now = int(time.time() * 1000)

@@ -32,7 +32,15 @@ from streamchat.streams import redis_scripts
 from streamchat.streams.log import NumberedEvent, Step, StreamEvent, StreamStoreUnavailableError, UnknownStreamError
 from streamchat.streams.takeover import Continuation, LeaseLostError
 
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+async def reached(command: Any, store: str = "stream store") -> Any:
+    """Await a Redis command; Redis out of reach becomes `StreamStoreUnavailableError` (a 503)."""
+    try:
+        return await command
+    except UNREACHABLE as exc:
+        raise StreamStoreUnavailableError(f"the {store} cannot be reached: {exc}") from exc
 
 
 def _events_key(stream_id: str) -> str:
@@ -88,10 +96,7 @@ class RedisStreamLog:
         self._close = self.client.register_script(redis_scripts.CLOSE)
 
     async def _do(self, command: Any) -> Any:
-        try:
-            return await command
-        except _UNREACHABLE as exc:
-            raise StreamStoreUnavailableError(f"the stream store cannot be reached: {exc}") from exc
+        return await reached(command)
 
     async def create(self, stream_id: str, owner: str | None = None) -> None:
         pipe = self.client.pipeline(transaction=True)
