@@ -12,8 +12,10 @@ only save forwards.
 A draft is not free: on a 2-core CPU a forward costs about 8 ms for one token and 3 ms more for
 each further one (the small model's products are compute-bound), so a drafted token pays off only
 if it is kept more often than about 40 % of the time. Each sequence therefore adapts: its draft
-length doubles while whole drafts are kept and falls back to one past what was kept, and a draft
-kept not at all pauses drafting for a few steps (1, 2, 4… up to 32). Drafting is on only while at
+length doubles while whole drafts are kept and falls back to one past what was kept, and while
+the share of its drafted tokens it keeps (a running average, `KEEP_AT_LEAST`) stays under half,
+or a draft is kept not at all, drafting pauses for a few steps (1, 2, 4… up to 32). Ordinary prose
+matches two-token n-grams often and keeps few of their drafts; an answer that copies keeps most. Drafting is on only while at
 most `max_running` sequences decode: a busy batch already uses the cores. Only greedy rows without
 a grammar draft (a sampled row would draw its random numbers differently, and a grammar's mask
 covers one position); the others share the forward, padded, and take their first position only.
@@ -29,6 +31,8 @@ NGRAM_MAX = 4
 NGRAM_MIN = 2
 FIRST_DRAFT = 4  # a sequence's first draft length, before it has shown how much it copies
 MAX_PAUSE = 32  # steps without drafting after drafts that were not kept at all, at most
+KEEP_AT_LEAST = 0.5  # share of drafted tokens kept (recent drafts) below which drafting pauses
+SHARE_DECAY = 0.75  # weight of the drafts before the last in that share
 
 
 @dataclass
@@ -60,11 +64,19 @@ class Lookup:
     limit: int = FIRST_DRAFT
     pause: int = 0  # steps left without drafting
     backoff: int = 1  # the next pause
+    recent_drafted: float = 0.0  # drafted tokens, older drafts counting less (SHARE_DECAY per draft)
+    recent_kept: float = 0.0
+
+    @property
+    def kept_share(self) -> float:
+        return self.recent_kept / self.recent_drafted if self.recent_drafted else 1.0
 
     def kept(self, drafted: int, kept: int, max_draft: int) -> None:
-        """How a draft fared: adapt the next draft's length, and pause after a draft not kept at all."""
+        """How a draft fared: adapt the next draft's length, and pause while drafts do not pay."""
         self.limit = min(max_draft, 2 * self.limit) if kept == drafted else max(1, kept + 1)
-        if kept:
+        self.recent_drafted = SHARE_DECAY * self.recent_drafted + drafted
+        self.recent_kept = SHARE_DECAY * self.recent_kept + kept
+        if kept and self.kept_share >= KEEP_AT_LEAST:
             self.backoff = 1
         else:
             self.pause, self.backoff = self.backoff, min(MAX_PAUSE, 2 * self.backoff)

@@ -13,7 +13,7 @@ from streamchat.engine.answer_text import AnswerText  # noqa: E402
 from streamchat.engine.llamacpp.loader import LoadedGGUF, load_gguf  # noqa: E402
 from streamchat.engine.llm_engine import LLMEngine  # noqa: E402
 from streamchat.engine.sequence import Sequence  # noqa: E402
-from streamchat.engine.speculation import FIRST_DRAFT, Lookup, NgramIndex, PromptLookup  # noqa: E402
+from streamchat.engine.speculation import FIRST_DRAFT, KEEP_AT_LEAST, Lookup, NgramIndex, PromptLookup  # noqa: E402
 from streamchat.engine.types import FinishReason, GenerationRequest, SamplingParams  # noqa: E402
 
 from ..test_llm_engine import QUESTIONS, run, text, tokens  # noqa: E402
@@ -80,6 +80,18 @@ def test_drafts_grow_while_kept_shrink_when_not_and_pause_when_never_kept() -> N
     drafts = PromptLookup(max_draft=16, max_running=1, max_model_len=100)
     assert [drafts.propose([s]) for _ in range(2)] == [None, None] and lookup.pause == 0  # paused two steps
     assert drafts.propose([s]).tokens == [[3]]  # then drafts again, one token
+
+
+def test_drafts_that_keep_less_than_half_pause_even_when_some_are_kept() -> None:
+    lookup = Lookup()
+    lookup.kept(4, 1, max_draft=8)
+    assert (lookup.pause, lookup.backoff) == (1, 2)  # a quarter kept: drafting costs more than it saves
+    lookup.kept(1, 1, max_draft=8)
+    assert lookup.kept_share < KEEP_AT_LEAST and lookup.pause == 2  # prose: a kept token now and then
+    lookup.pause = 0  # the pause has passed
+    for _ in range(3):
+        lookup.kept(8, 8, max_draft=8)
+    assert lookup.kept_share > KEEP_AT_LEAST and lookup.pause == 0 and lookup.backoff == 1  # copying again
 
 
 def drafting(engine: LLMEngine, max_running: int = 1) -> LLMEngine:
