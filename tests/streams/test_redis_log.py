@@ -53,6 +53,62 @@ async def test_a_follower_goes_live_and_ends_when_the_stream_closes(log: RedisSt
     assert await log.owner("b") is None
 
 
+async def xreads(log: RedisStreamLog) -> int:
+    return (await log.client.info("commandstats")).get("cmdstat_xread", {}).get("calls", 0)
+
+
+async def test_readers_in_the_producing_process_follow_without_reading_redis(redis_url: str) -> None:
+    producer = RedisStreamLog(redis_url, retention=60, block_ms=200)
+    elsewhere = RedisStreamLog(redis_url, retention=60, block_ms=200)
+    try:
+        await producer.create("m")
+        await producer.append("m", StreamEvent(None, "zero"))
+        before = await xreads(producer)
+        local = asyncio.create_task(collect(producer, "m", -1))
+        late = asyncio.create_task(collect(producer, "m", 0))  # a resumption, in the same process
+        remote = asyncio.create_task(collect(elsewhere, "m", -1))
+        for i in range(1, 20):
+            await producer.append_step("m", Step((StreamEvent("x" if i % 2 else None, f"e{i} 中文"),), (i,)))
+            await asyncio.sleep(0.005)
+        await producer.close("m")
+        everything = [(n.seq, n.event) for n in await remote]
+        assert len(everything) == 20
+        assert [(n.seq, n.event) for n in await local] == everything
+        assert [(n.seq, n.event) for n in await late] == everything[1:]
+        assert await xreads(producer) - before >= 1  # the other process's reader
+        local_only = await xreads(producer)
+        await producer.create("n")
+        reader = asyncio.create_task(collect(producer, "n", -1))
+        for i in range(10):
+            await producer.append("n", StreamEvent(None, str(i)))
+        await producer.close("n")
+        assert [n.event.data for n in await reader] == [str(i) for i in range(10)]
+        assert await xreads(producer) == local_only, "a local reader asked Redis"
+        assert len(producer.mirrors) == 0, "closed streams are not kept in memory"
+    finally:
+        await producer.client.aclose()
+        await elsewhere.client.aclose()
+
+
+async def test_a_local_reader_goes_on_from_redis_when_another_process_takes_the_stream(redis_url: str) -> None:
+    first = RedisStreamLog(redis_url, retention=60, block_ms=200, lease=0.3)
+    other = RedisStreamLog(redis_url, retention=60, block_ms=200, lease=0.3)
+    try:
+        await first.create("o")
+        await first.append("o", StreamEvent(None, "a"))
+        reader = asyncio.create_task(collect(first, "o", -1))
+        await asyncio.sleep(0.5)  # the first process stalls past its lease
+        assert await other.claim("o")
+        await other.append("o", StreamEvent(None, "b"))
+        assert not await first.renew("o")  # what its lease keeper finds next
+        await other.append("o", StreamEvent(None, "c"))
+        await other.close("o")
+        assert [(n.seq, n.event.data) for n in await reader] == [(0, "a"), (1, "b"), (2, "c")]
+    finally:
+        await first.client.aclose()
+        await other.client.aclose()
+
+
 async def test_another_process_takes_over_once_the_lease_expires(redis_url: str) -> None:
     first = RedisStreamLog(redis_url, retention=60, block_ms=200, lease=0.3)
     other = RedisStreamLog(redis_url, retention=60, block_ms=200, lease=0.3)

@@ -15,6 +15,9 @@ created, renewed by every write and by the manager while the stream is quiet, an
 `close`. Every write is one Lua script (`redis_scripts.py`) that checks the lease first, so a
 process that lost it cannot write. Each step's token ids go to `sc:t:<id>` in the same script as
 its events, and the protocol's continuation record to the meta hash.
+
+Readers in the process producing a stream follow its events from this process's memory once Redis
+has them (`local_mirror.py`): no `XREAD` per event for them; other processes read Redis.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamchat.streams import redis_scripts
+from streamchat.streams.local_mirror import Mirrors
 from streamchat.streams.log import NumberedEvent, Step, StreamEvent, StreamStoreUnavailableError, UnknownStreamError
 from streamchat.streams.takeover import Continuation, LeaseLostError
 
@@ -94,6 +98,7 @@ class RedisStreamLog:
         self._claim = self.client.register_script(redis_scripts.CLAIM)
         self._release = self.client.register_script(redis_scripts.RELEASE)
         self._close = self.client.register_script(redis_scripts.CLOSE)
+        self.mirrors = Mirrors()  # the streams this process writes, for its own readers
 
     async def _do(self, command: Any) -> Any:
         return await reached(command)
@@ -105,6 +110,7 @@ class RedisStreamLog:
         pipe.expire(_meta_key(stream_id), self.retention)
         pipe.set(_lease_key(stream_id), self.token, px=self._lease_ms)
         await self._do(pipe.execute())
+        self.mirrors.start(stream_id)
 
     async def describe(self, stream_id: str, record: dict[str, Any]) -> None:
         await self._do(self.client.hset(_meta_key(stream_id), "record", json.dumps(record, separators=(",", ":"))))
@@ -128,19 +134,33 @@ class RedisStreamLog:
         args: list[Any] = [self.token, self._lease_ms, self.retention, self.max_events, int(step.final), tokens]
         for event in step.events:
             args += [event.name or "", event.data.encode("utf-8", "surrogatepass")]
-        after = await self._do(self._append(keys=_keys(stream_id), args=args))
+        try:
+            after = await self._do(self._append(keys=_keys(stream_id), args=args))
+        except BaseException:
+            self.mirrors.stop(stream_id, closed=False)
+            raise
         if after < 0:
+            self.mirrors.stop(stream_id, closed=False)
             why = "another process holds its lease" if after == -1 else "it is closed"
             raise LeaseLostError(f"stream {stream_id} cannot be written here: {why}")
+        self.mirrors.wrote(stream_id, after - 1, step.events)
         return after - 1
 
     async def close(self, stream_id: str) -> None:
-        if not await self._do(self._close(keys=_keys(stream_id), args=[self.token, self.retention])):
+        closed = False
+        try:
+            closed = bool(await self._do(self._close(keys=_keys(stream_id), args=[self.token, self.retention])))
+        finally:
+            self.mirrors.stop(stream_id, closed)
+        if not closed:
             raise LeaseLostError(f"stream {stream_id} cannot be closed here: another process holds its lease")
 
     async def renew(self, stream_id: str) -> bool:
         keys = [_lease_key(stream_id), _meta_key(stream_id)]
-        return bool(await self._do(self._renew(keys=keys, args=[self.token, self._lease_ms])))
+        held = bool(await self._do(self._renew(keys=keys, args=[self.token, self._lease_ms])))
+        if not held:
+            self.mirrors.stop(stream_id, closed=False)
+        return held
 
     async def claim(self, stream_id: str) -> bool:
         keys = [_lease_key(stream_id), _meta_key(stream_id)]
@@ -175,6 +195,13 @@ class RedisStreamLog:
 
     async def follow(self, stream_id: str, after: int) -> AsyncIterator[NumberedEvent]:
         """Events with number > `after`, then new ones as they are written, until the stream closes."""
+        mirror = self.mirrors.get(stream_id)
+        if mirror is not None and after + 1 >= mirror.first:
+            async for numbered in mirror.follow(after):
+                after = numbered.seq
+                yield numbered
+            if mirror.closed:
+                return
         if not await self.exists(stream_id):
             raise UnknownStreamError(stream_id)
         key, last = _events_key(stream_id), _entry_id(after) if after >= 0 else "0-0"
