@@ -17,7 +17,8 @@ process that lost it cannot write. Each step's token ids go to `sc:t:<id>` in th
 its events, and the protocol's continuation record to the meta hash.
 
 Readers in the process producing a stream follow its events from this process's memory once Redis
-has them (`local_mirror.py`): no `XREAD` per event for them; other processes read Redis.
+has them (`local_mirror.py`): no `XREAD` per event for them; other processes read Redis. The
+writes of all streams woken by one engine step go in one pipeline (`redis_batch.py`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streamchat.streams import redis_scripts
 from streamchat.streams.local_mirror import Mirrors
 from streamchat.streams.log import NumberedEvent, Step, StreamEvent, StreamStoreUnavailableError, UnknownStreamError
+from streamchat.streams.redis_batch import ScriptBatcher
 from streamchat.streams.takeover import Continuation, LeaseLostError
 
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -93,7 +95,7 @@ class RedisStreamLog:
         self.lease_ttl = lease
         self._lease_ms = max(1, int(lease * 1000))
         self.token = secrets.token_hex(8)  # this process's name on the leases it holds
-        self._append = self.client.register_script(redis_scripts.APPEND_STEP)
+        self._append = ScriptBatcher(self.client, self.client.register_script(redis_scripts.APPEND_STEP))
         self._renew = self.client.register_script(redis_scripts.RENEW)
         self._claim = self.client.register_script(redis_scripts.CLAIM)
         self._release = self.client.register_script(redis_scripts.RELEASE)
@@ -135,7 +137,7 @@ class RedisStreamLog:
         for event in step.events:
             args += [event.name or "", event.data.encode("utf-8", "surrogatepass")]
         try:
-            after = await self._do(self._append(keys=_keys(stream_id), args=args))
+            after = await self._do(self._append.call(_keys(stream_id), args))
         except BaseException:
             self.mirrors.stop(stream_id, closed=False)
             raise
