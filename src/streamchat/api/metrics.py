@@ -153,6 +153,8 @@ _ENGINE_COUNTERS = (
     ("streamchat_engine_steps", "steps", "Engine steps run"),
     ("streamchat_spec_draft_tokens", "draft_tokens", "Draft tokens proposed by prompt lookup (speculative decoding)"),
     ("streamchat_spec_accepted_tokens", "accepted_tokens", "Draft tokens kept: acceptance rate = accepted / draft"),
+    ("streamchat_spec_guessed_tokens", "guessed_tokens", "One-token guesses fed where a lone row needs a second query"),
+    ("streamchat_spec_guessed_kept_tokens", "guessed_kept", "Guesses kept: tokens decoded for nothing"),
 )
 _STREAM_COUNTERS = (
     ("streamchat_streams_started", "started", "Event streams started"),

@@ -168,7 +168,9 @@ def _llamacpp_engine(settings: Settings) -> _Built:
     full = settings.max_num_seqs * loaded.max_model_len
     cache_tokens = budget - park_tokens if runner.pages_released else full
     llm, loaded = _built(runner, loaded, settings, cache_tokens, padded_cache=False)
-    llm.speculation = PromptLookup(settings.spec_tokens, settings.spec_max_running, loaded.max_model_len)
+    llm.speculation = PromptLookup(
+        settings.spec_tokens, settings.spec_max_running, loaded.max_model_len, pads_lone_row=runner.pads_lone_row
+    )
     return llm, loaded
 
 

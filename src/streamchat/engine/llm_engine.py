@@ -48,6 +48,8 @@ class EngineStats:
     steps: int = 0
     draft_tokens: int = 0  # tokens proposed by prompt lookup (speculation.py)
     accepted_tokens: int = 0  # of those, the ones decoding would have picked: kept
+    guessed_tokens: int = 0  # free one-token guesses in the slot of a throwaway query (speculation.py)
+    guessed_kept: int = 0
 
 
 class LLMEngine:
@@ -242,9 +244,13 @@ class LLMEngine:
                 row = logits[i * width + kept].unsqueeze(0)
                 (choice,) = sample(row, [self._row_state(seq)], self._rng, guard=self._utf8)
                 delta = _joined(delta, self._advance(seq, choice))
-            self.stats.draft_tokens += len(draft)
-            self.stats.accepted_tokens += kept
-            self.speculation.kept(seq, len(draft), kept)  # type: ignore[union-attr]
+            if drafts.free:
+                self.stats.guessed_tokens += len(draft)
+                self.stats.guessed_kept += kept
+            else:
+                self.stats.draft_tokens += len(draft)
+                self.stats.accepted_tokens += kept
+                self.speculation.kept(seq, len(draft), kept)  # type: ignore[union-attr]
             out.append((seq.id, delta))
 
     def _start_masks(self, seqs: list[Sequence]) -> tuple[list[int], Future[torch.Tensor]] | None:

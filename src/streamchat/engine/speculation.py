@@ -15,20 +15,29 @@ if it is kept more often than about 40 % of the time. Each sequence therefore ad
 length doubles while whole drafts are kept and falls back to one past what was kept, and while
 the share of its drafted tokens it keeps (a running average, `KEEP_AT_LEAST`) stays under half,
 or a draft is kept not at all, drafting pauses for a few steps (1, 2, 4… up to 32). Ordinary prose
-matches two-token n-grams often and keeps few of their drafts; an answer that copies keeps most. Drafting is on only while at
-most `max_running` sequences decode: a busy batch already uses the cores. Only greedy rows without
-a grammar draft (a sampled row would draw its random numbers differently, and a grammar's mask
-covers one position); the others share the forward, padded, and take their first position only.
+matches two-token n-grams often and keeps few of their drafts; an answer that copies keeps most.
+Drafting is on only while at most `max_running` sequences decode: a busy batch already uses the
+cores. Only greedy rows without a grammar draft (a sampled row would draw its random numbers
+differently, and a grammar's mask covers one position); the others share the forward, padded, and
+take their first position only.
+
+One draft is free. A lone row past 256 cells is fed a throwaway second query so that llama.cpp
+does not switch it to the split-KV kernel (llamacpp/batch.py): the forward costs two tokens
+whatever the second one is. When such a row has no draft of its own (nothing matched, or its
+drafting is paused), that slot carries a guess instead, the token that followed the last
+occurrence of its last token (`_guess`), and a kept guess is a token for nothing. Guesses are
+counted apart from drafts and do not steer the row's drafting.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streamchat.engine.sequence import Sequence
 
 NGRAM_MAX = 4
-NGRAM_MIN = 2
+NGRAM_MIN = 2  # shortest n-gram a draft follows; a free guess follows a single token
 FIRST_DRAFT = 4  # a sequence's first draft length, before it has shown how much it copies
 MAX_PAUSE = 32  # steps without drafting after drafts that were not kept at all, at most
 KEEP_AT_LEAST = 0.5  # share of drafted tokens kept (recent drafts) below which drafting pauses
@@ -42,14 +51,15 @@ class NgramIndex:
     after: dict[tuple[int, ...], int] = field(default_factory=dict)
     indexed: int = 0  # tokens[:indexed] have been indexed (n-grams that have a following token)
 
-    def draft(self, tokens: list[int], limit: int) -> list[int]:
-        """Up to `limit` tokens that followed the longest earlier occurrence of the last n-gram."""
+    def draft(self, tokens: list[int], limit: int, shortest: int = NGRAM_MIN) -> list[int]:
+        """Up to `limit` tokens that followed the longest earlier occurrence of the last n-gram of
+        `shortest` tokens or more."""
         for end in range(self.indexed + 1, len(tokens)):  # n-grams tokens[end-n:end], followed by tokens[end]
-            for n in range(NGRAM_MIN, NGRAM_MAX + 1):
+            for n in range(1, NGRAM_MAX + 1):
                 if end >= n:
                     self.after[tuple(tokens[end - n : end])] = end
         self.indexed = max(self.indexed, len(tokens) - 1)
-        for n in range(NGRAM_MAX, NGRAM_MIN - 1, -1):
+        for n in range(NGRAM_MAX, shortest - 1, -1):
             start = self.after.get(tuple(tokens[-n:]))
             if start is not None:
                 return tokens[start : start + limit]
@@ -88,23 +98,37 @@ class Drafts:
 
     tokens: list[list[int]]
     width: int
+    free: bool = False  # a guess in the slot of a throwaway query (costs nothing)
 
 
 class PromptLookup:
     """Decides, each decode step, which rows draft and what (None: decode one token per row)."""
 
-    def __init__(self, max_draft: int, max_running: int, max_model_len: int) -> None:
+    def __init__(
+        self,
+        max_draft: int,
+        max_running: int,
+        max_model_len: int,
+        pads_lone_row: Callable[[int], bool] | None = None,
+    ) -> None:
+        """`pads_lone_row(position)`: whether a lone row decoding there is fed a throwaway query."""
         self.max_draft = max_draft
         self.max_running = max_running
         self.max_model_len = max_model_len
+        self.pads_lone_row = pads_lone_row
 
     def propose(self, seqs: list[Sequence]) -> Drafts | None:
-        if not self.max_draft or len(seqs) > self.max_running:
+        if not self.max_draft:
             return None
-        drafts = [self._draft(s) for s in seqs]
-        # every row is fed as many positions (one ubatch), each within its stream
-        width = min(1 + max(map(len, drafts), default=0), *(self.max_model_len - s.num_tokens + 1 for s in seqs))
-        return Drafts([d[: width - 1] for d in drafts], width) if width > 1 else None
+        if len(seqs) <= self.max_running:
+            drafts = [self._draft(s) for s in seqs]
+            # every row is fed as many positions (one ubatch), each within its stream
+            width = min(1 + max(map(len, drafts), default=0), *(self.max_model_len - s.num_tokens + 1 for s in seqs))
+            if width > 1:
+                return Drafts([d[: width - 1] for d in drafts], width)
+        if len(seqs) == 1 and self.pads_lone_row is not None and self.pads_lone_row(seqs[0].num_cached):
+            return self._guess(seqs[0])
+        return None
 
     def kept(self, seq: Sequence, drafted: int, kept: int) -> None:
         """`seq` kept `kept` of its `drafted` draft tokens."""
@@ -112,11 +136,7 @@ class PromptLookup:
             seq.lookup.kept(drafted, kept, self.max_draft)
 
     def _draft(self, seq: Sequence) -> list[int]:
-        p = seq.request.params
-        if not p.greedy or seq.constraint is not None:
-            return []
-        # every drafted position must fit the row's stream and the answer's length
-        room = min(self.max_model_len - seq.num_tokens, p.max_tokens - len(seq.output_ids)) - 1
+        room = self._room(seq)
         if room <= 0:
             return []
         lookup = seq.lookup = seq.lookup or Lookup(limit=min(FIRST_DRAFT, self.max_draft))
@@ -124,3 +144,18 @@ class PromptLookup:
             lookup.pause -= 1
             return []
         return lookup.index.draft(seq.prompt_ids + seq.output_ids, min(lookup.limit, room))
+
+    def _guess(self, seq: Sequence) -> Drafts | None:
+        if self._room(seq) <= 0:
+            return None
+        lookup = seq.lookup = seq.lookup or Lookup(limit=min(FIRST_DRAFT, self.max_draft))
+        guess = lookup.index.draft(seq.prompt_ids + seq.output_ids, 1, shortest=1)
+        return Drafts([guess], 2, free=True) if guess else None
+
+    def _room(self, seq: Sequence) -> int:
+        """How many tokens `seq` may draft (0: none): only greedy rows without a grammar, and every
+        drafted position must fit the row's stream and the answer's length."""
+        p = seq.request.params
+        if not p.greedy or seq.constraint is not None:
+            return 0
+        return min(self.max_model_len - seq.num_tokens, p.max_tokens - len(seq.output_ids)) - 1

@@ -64,6 +64,25 @@ def test_only_greedy_rows_draft_and_only_at_low_concurrency() -> None:
     assert lookup.propose([seq(prompt, short, [9])]) is None  # one token left to write: nothing to draft
 
 
+def test_a_lone_row_fed_a_throwaway_query_carries_a_one_token_guess_there() -> None:
+    greedy = SamplingParams(max_tokens=50, temperature=0.0)
+    prompt = [5, 6, 7, 8, 6]  # "6" was followed by 7; no n-gram of two repeats
+    padded = PromptLookup(max_draft=8, max_running=1, max_model_len=100, pads_lone_row=lambda pos: pos >= 4)
+    s = seq(prompt, greedy)
+    s.num_cached = 4
+    guess = padded.propose([s])
+    assert guess is not None and guess.free and guess.tokens == [[7]] and guess.width == 2
+    s.num_cached = 3
+    assert padded.propose([s]) is None  # no throwaway query there: a guess would cost a token
+    assert padded.propose([s, seq(prompt, greedy)]) is None  # rows in company need none
+    sampled = seq(prompt, SamplingParams(max_tokens=50, temperature=0.7))
+    sampled.num_cached = 4
+    assert padded.propose([sampled]) is None
+    assert (
+        PromptLookup(max_draft=0, max_running=1, max_model_len=100, pads_lone_row=lambda pos: True).propose([s]) is None
+    )  # speculation off: nothing fed but the token
+
+
 def test_drafts_grow_while_kept_shrink_when_not_and_pause_when_never_kept() -> None:
     lookup = Lookup()
     assert lookup.limit == FIRST_DRAFT
@@ -118,6 +137,19 @@ def test_a_greedy_answer_is_the_same_with_drafts_in_fewer_steps(gguf: LoadedGGUF
         assert fast.stats.accepted_tokens > 0 and fast.stats.steps < plain.stats.steps
     copied = answer(got)[2]
     assert "Friday" in copied or "committee" in copied, copied
+
+
+def test_guesses_past_256_cells_save_steps_and_change_no_answer(gguf: LoadedGGUF) -> None:
+    prompt = chat(gguf, f"{PARAGRAPH}\n\n" * 6 + "Tell a long story about this committee.")
+    assert len(prompt) > 256  # every decode step of this row alone is fed a throwaway second query
+    params = SamplingParams(max_tokens=48, temperature=0.0, logprobs=True, repetition_penalty=1.0)
+    plain, guessing = make_engine(gguf, 4), make_engine(gguf, 4)
+    guessing.speculation = PromptLookup(8, 0, guessing.max_model_len, guessing.runner.pads_lone_row)  # no drafts
+    expected = next(iter(run(plain, [GenerationRequest(prompt, params)]).values()))
+    got = next(iter(run(guessing, [GenerationRequest(prompt, params)]).values()))
+    assert answer(got) == answer(expected)
+    stats = guessing.stats
+    assert stats.draft_tokens == 0 and stats.guessed_kept > 0 and stats.steps < plain.stats.steps
 
 
 def test_stop_strings_end_a_drafted_answer_where_they_end_it_without(gguf: LoadedGGUF) -> None:

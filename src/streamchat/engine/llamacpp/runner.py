@@ -120,6 +120,10 @@ class LlamaCppRunner:
             return None
         return KvPages(layout)
 
+    def pads_lone_row(self, start: int) -> bool:
+        """Whether one row decoding one token at `start`, alone, is fed a throwaway second query."""
+        return self.batch_invariant and self.max_batch_tokens > 1 and needs_company([[0]], [start], self.n_ctx_seq)
+
     @property
     def max_batch_tokens(self) -> int:
         return self._batch.capacity
