@@ -176,7 +176,12 @@ def markdown(run: dict[str, Any], chart: str | None = None) -> str:
         f"commit {m['commit']}",
         f"- Command: `{run['command']}`",
         f"- Each request: one user prompt, greedy, exactly {tokens} generated tokens forced per server; "
-        f"{run['waves']} wave(s) per level, all C streams started together.",
+        f"{run['waves']} wave(s) per level, all C streams started together"
+        + (
+            "; all servers up at once, taking turns wave by wave (long-prompt and edit levels: level by level)."
+            if run.get("side_by_side")
+            else "; one server after another."
+        ),
         f"- Servers included: {', '.join(ran) or 'none'}",
         *(
             f"  - {n}: {r['note']}; CPU {r['busy_before']:.0%} busy before start; "

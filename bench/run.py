@@ -1,13 +1,18 @@
 """``make bench``: run each chosen server alone, at each concurrency, and report side by side.
 
-Servers run one after another, never two at once: on a 2-core machine two servers would measure
-each other. A level that runs past its time budget stops that server's higher levels too.
+Requests never go to two servers at once: on a 2-core machine two servers would measure each
+other. By default the servers run one after another. With ``--side-by-side`` they are all started
+first and take turns, wave by wave at each level (and level by level for the long-prompt and edit
+levels), so that the machine's drift (±15 % within minutes here) falls on every server alike; an
+idle server costs the others nothing measurable (< 1 % of a core). A level that runs past its
+time budget stops that server's higher levels too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import shlex
@@ -50,6 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--edit", default="1", help="concurrency of the edit level ('': none)")
     parser.add_argument("--edit-tokens", type=int, default=256, help="most tokens of an edit answer")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest", help="writes OUT.md, OUT.json and OUT.svg")
+    parser.add_argument("--side-by-side", action="store_true", help="all servers up at once, waves taking turns")
     args = parser.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -184,6 +190,79 @@ def run_server(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return {"note": peer.note, "skipped": "warm-up timed out", "levels": []}
 
 
+def run_side_by_side(names: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Start every server, then measure them in turns (`_take_turns`); stop them all at the end."""
+    results: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        targets: dict[str, Target] = {}
+        for name in names:
+            peer = PEERS[name]
+            busy = wait_for_idle(args.max_busy, args.idle_wait) if args.idle_wait > 0 else busy_fraction()
+            _log(f"{name}: starting (CPU {busy:.0%} busy before start)")
+            try:
+                target = stack.enter_context(running(peer))
+            except Unavailable as exc:
+                _log(f"{name}: SKIPPED: {exc}")
+                results[name] = {"note": peer.note, "skipped": str(exc), "levels": []}
+                continue
+            time.sleep(2.0)  # what a started server holds once it settles, before any request
+            idle = rss_mb(target.pid) if target.pid is not None else None
+            _log(f"{name}: ready at {target.base_url} (model {target.model or '-'}), RSS {idle or 0:.0f} MiB")
+            results[name] = {"note": peer.note, "busy_before": busy, "rss_idle_mb": idle}
+            targets[name] = target
+        asyncio.run(_take_turns(targets, results, args))
+    return {name: results[name] for name in names}
+
+
+async def _take_turns(targets: dict[str, Target], results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    live = dict(targets)
+    for name, target in targets.items():
+        try:
+            await asyncio.wait_for(wave(target, 2, min(args.tokens, 16)), timeout=args.level_budget)
+        except TimeoutError:
+            _log(f"{name}: SKIPPED: warm-up did not finish within {args.level_budget:.0f} s")
+            results[name] = {**results[name], "skipped": "warm-up timed out", "levels": []}
+            del live[name]
+    for name in live:
+        results[name]["levels"] = []
+    for concurrency in args.concurrency:
+        waves: dict[str, list] = {name: [] for name in live}
+        peak = dict.fromkeys(live, 0.0)
+        others: dict[str, list[float]] = {name: [] for name in live}
+        for _ in range(args.waves):
+            for name, target in list(live.items()):
+                with PeakRss(target.pid) as rss:
+                    try:
+                        waves[name].append(await asyncio.wait_for(
+                            wave(target, concurrency, args.tokens), timeout=args.level_budget
+                        ))  # fmt: skip
+                    except TimeoutError:
+                        _log(f"  {name} C={concurrency}: timed out; skipping higher levels")
+                        results[name]["levels"].append({"concurrency": concurrency, "timed_out": True})
+                        del live[name]
+                        continue
+                peak[name], others[name] = max(peak[name], rss.peak), [*others[name], rss.others_busy]
+        for name in live:
+            level = summarise_waves(waves[name], args.tokens)
+            level.pop("texts", None)
+            busy = sum(others[name]) / len(others[name])
+            results[name]["levels"].append({**level, "rss_peak_mb": peak[name], "others_busy": busy})
+            _log(
+                f"  {name} C={concurrency}: {level['tokens_per_s']:.1f} tok/s, exact {level['exact']}/"
+                f"{level['requests']}, RSS peak {peak[name]:.0f} MiB, others' CPU {busy:.0%}"
+            )
+    openai = {n: t for n, t in targets.items() if t.protocol == "openai" and not results[n].get("skipped")}
+    for name in targets:
+        results[name].setdefault("long", [])
+        results[name].setdefault("edit", [])
+    for concurrency in args.long:
+        for name, target in openai.items():
+            results[name]["long"].append(await measure_long(target, concurrency, args, name))
+    for concurrency in args.edit:
+        for name, target in openai.items():
+            results[name]["edit"].append(await measure_edit(target, concurrency, args, name))
+
+
 def _stop_on_signals() -> None:
     """Turn SIGTERM/SIGINT into exceptions so that the running server is stopped on the way out.
 
@@ -211,7 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "long": {"concurrency": args.long, "tokens": args.long_tokens},
         "edit": {"concurrency": args.edit, "tokens": args.edit_tokens, "prompts": len(EDIT_PROMPTS)},
-        "servers": {name: run_server(name, args) for name in args.servers},
+        "side_by_side": args.side_by_side,
+        "servers": (
+            run_side_by_side(args.servers, args)
+            if args.side_by_side
+            else {name: run_server(name, args) for name in args.servers}
+        ),
     }
     chart = args.out.with_suffix(".svg")
     text = markdown(run, chart.name)

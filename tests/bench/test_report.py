@@ -60,3 +60,8 @@ def test_the_chart_is_svg_with_a_line_per_server_and_memory_bars() -> None:
 def test_decode_rate_counts_from_each_answers_first_token() -> None:
     from_first = [StreamResult(tokens=11, ttft=0.5, seconds=1.5), StreamResult(tokens=21, ttft=1.0, seconds=2.0)]
     assert summarise([WaveResult(2, 2.0, from_first)], 11)["decode_tokens_per_s"] == 30 / 2.0
+
+
+def test_the_report_says_whether_the_servers_took_turns() -> None:
+    assert "; one server after another." in markdown(RUN, "run.svg")
+    assert "taking turns wave by wave" in markdown({**RUN, "side_by_side": True}, "run.svg")
