@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         description="Ray Serve: in-flight requests per replica the autoscaler aims for (default max_num_seqs)",
     )
     ray_address: str | None = Field(None, description="Ray Serve: join this cluster (default: start a local one)")
+    ray_ingress: Literal["haproxy", "proxy"] = Field(
+        "haproxy",
+        description="Ray Serve on a local cluster: HTTP through HAProxy straight to the replicas, or through Ray's "
+        "Python proxy (docs/scaling.md)",
+    )
     responses_store_size: int = Field(1000, ge=1, description="stored Responses API responses kept (oldest go first)")
     responses_store_ttl: float = Field(
         86400.0, gt=0, description="seconds a stored Responses API response is kept after it was created"

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from streamchat.config import Settings
-from streamchat.replicas.options import deployment_options, replica_settings, replicas_refusal, uses_replicas
+from streamchat.replicas.options import (
+    deployment_options,
+    ingress_environment,
+    replica_settings,
+    replicas_refusal,
+    uses_replicas,
+)
 
 REDIS = "redis://127.0.0.1:6379/0"
 
@@ -57,3 +63,13 @@ def test_a_replica_gets_only_the_settings_given_so_machine_defaults_are_its_own(
     given = replica_settings(Settings(replicas=2, stream_store=REDIS, max_num_seqs=4))
     assert given == {"replicas": 2, "stream_store": REDIS, "max_num_seqs": 4}
     assert "cache_dir" not in given
+
+
+def test_the_ingress_is_haproxy_unless_rays_python_proxy_is_asked_for() -> None:
+    assert ingress_environment(Settings(replicas=1)) == {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    }
+    assert set(ingress_environment(Settings(replicas=1, ray_ingress="proxy")).values()) == {"0"}

@@ -1,22 +1,36 @@
 """`streamchat serve --replicas N`: the app as a Ray Serve application, until SIGTERM or SIGINT.
 
-It joins `--ray-address` or starts a local cluster, starts Ray Serve's HTTP proxy on
-`--host/--port`, deploys the replicas and waits until every one has loaded its model. On the first
-SIGTERM or SIGINT it removes the application (Ray lets each replica finish its streams for
-`--shutdown-grace`), then stops Serve and the local cluster it started; on a cluster it joined it
-stops Serve only if no other application is left there.
+It joins `--ray-address` or starts a local cluster, starts Ray Serve's HTTP ingress on
+`--host/--port` (HAProxy in front of replicas that serve HTTP themselves, or Ray's Python proxy:
+`--ray-ingress`, `options.ingress_environment`), deploys the replicas and waits until every one
+has loaded its model. On the first SIGTERM or SIGINT it removes the application (Ray lets each
+replica finish its streams for `--shutdown-grace`), then stops Serve and the local cluster it
+started; on a cluster it joined it stops Serve only if no other application is left there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 import threading
+from pathlib import Path
 from types import FrameType
 
 from streamchat.config import Settings
-from streamchat.replicas.options import APP_NAME, autoscaled, replica_bounds, replicas_refusal
+from streamchat.replicas.options import (
+    APP_NAME,
+    autoscaled,
+    ingress_environment,
+    local_haproxy_environment,
+    replica_bounds,
+    replicas_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +56,9 @@ def serve_replicas(settings: Settings) -> int:
     from streamchat.replicas.deployment import application
 
     local = settings.ray_address is None
+    haproxy_folder = _haproxy_folder(settings) if local else None
     if local:
+        os.environ.update(_local_environment(settings, haproxy_folder))  # inherited by the cluster this starts
         ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     else:
         ray.init(address=settings.ray_address, logging_level=logging.WARNING)
@@ -68,7 +84,41 @@ def serve_replicas(settings: Settings) -> int:
         log.error("Ray Serve failed: %s", exc)
         return 1
     finally:
-        _stop(local)
+        try:
+            _stop(local)
+        finally:
+            if haproxy_folder is not None:
+                _remove_haproxy(haproxy_folder)
+
+
+def _local_environment(settings: Settings, haproxy_folder: str | None) -> dict[str, str]:
+    environment = ingress_environment(settings)
+    if haproxy_folder is not None:
+        environment.update(local_haproxy_environment(haproxy_folder, _free_port(), _free_port()))
+    return environment
+
+
+def _haproxy_folder(settings: Settings) -> str | None:
+    """A folder of the local cluster's HAProxy alone. Short: Ray puts its sockets two levels down
+    (a 64-character subfolder), and HAProxy refuses a socket path over 97 bytes."""
+    return tempfile.mkdtemp(prefix="schp-", dir="/tmp") if settings.ray_ingress == "haproxy" else None
+
+
+def _remove_haproxy(folder: str) -> None:
+    """Serve stops its HAProxy when it shuts down cleanly; one whose manager was killed first would
+    be left running, holding the port: stop whatever still runs from our folder, then remove it."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if folder.encode() in (entry / "cmdline").read_bytes():
+                    os.kill(int(entry.name), signal.SIGKILL)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _stop(local: bool) -> None:
