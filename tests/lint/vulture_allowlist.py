@@ -22,6 +22,7 @@ _.n_ctx, _.n_batch, _.n_ubatch, _.n_threads, _.n_threads_batch, _.no_perf, _.kv_
 generated_tokens, prefilled_tokens, reused_tokens, steps, disconnects, abandoned, draft_tokens, accepted_tokens
 _.steps, _.reused_tokens, _.prefilled_tokens, _.generated_tokens, _.disconnects, _.abandoned
 _.draft_tokens, _.accepted_tokens, taken_over, _.taken_over
+guessed_tokens, guessed_kept, _.guessed_tokens, _.guessed_kept
 # torch and transformers call these on modules and caches
 _.extra_repr, _.get_seq_length, module, dropout
 # uvicorn calls these on its protocol and server
