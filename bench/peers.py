@@ -189,17 +189,32 @@ def _model_name(base_url: str) -> str:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's own process group, then SIGKILL it if it lingers."""
+    """SIGTERM the server itself and let it stop what it started; then SIGTERM, and if need be
+    SIGKILL, its process group for whatever is left.
+
+    Why the server first: `streamchat serve --replicas` stops its local Ray cluster and that
+    cluster's HAProxy itself. Signalled as a group, Ray's processes die under it, its shutdown
+    waits on them until the SIGKILL, and the HAProxy (in a session of its own) is left holding the
+    port."""
     if proc.poll() is not None:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
+    for signal_group, sig, wait in (
+        (False, signal.SIGTERM, 30),
+        (True, signal.SIGTERM, 10),
+        (True, signal.SIGKILL, 10),
+    ):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+            if signal_group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # children the server left behind
+        return
 
 
 @contextlib.contextmanager
