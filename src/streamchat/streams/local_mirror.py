@@ -16,52 +16,43 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from streamchat.streams.log import NumberedEvent, StreamEvent
+from streamchat.streams.log import NumberedEvent, StreamEvent, wake
 
 
 @dataclass
 class Mirror:
-    """One stream's events from `first` on, as written by this process."""
+    """One stream's events, as written by this process from its start."""
 
-    first: int = 0
     events: list[NumberedEvent] = field(default_factory=list)
     ended: bool = False  # nothing more comes through here
     closed: bool = False  # ... because the stream is closed (else the rest is in the shared log)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    @property
-    def next_seq(self) -> int:
-        return self.first + len(self.events)
-
     def add(self, last_seq: int, events: tuple[StreamEvent, ...]) -> None:
         """`events`, numbered up to `last_seq` as the shared log numbered them."""
         start = last_seq - len(events) + 1
-        if start != self.next_seq:  # a gap: this process did not write something in between
+        if start != len(self.events):  # a gap: this process did not write something in between
             self.end(closed=False)
             return
         self.events += [NumberedEvent(start + i, event) for i, event in enumerate(events)]
-        self._wake()
+        wake(self)
 
     def end(self, closed: bool) -> None:
         if not self.ended:
             self.ended, self.closed = True, closed
-            self._wake()
+            wake(self)
 
     async def follow(self, after: int) -> AsyncIterator[NumberedEvent]:
         """Events with `seq > after` until the mirror ends (the caller then reads the shared log on
-        from the last one yielded, unless `closed`). `after + 1` must not be before `first`."""
+        from the last one yielded, unless `closed`)."""
         pos = after + 1
         while True:
-            while pos < self.next_seq:
-                yield self.events[pos - self.first]
+            while pos < len(self.events):
+                yield self.events[pos]
                 pos += 1
             if self.ended:
                 return
             await self.changed.wait()
-
-    def _wake(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()  # followers already woken hold the old one
 
 
 class Mirrors:

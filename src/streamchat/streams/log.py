@@ -83,6 +83,16 @@ class _Record:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class _Waking(Protocol):
+    changed: asyncio.Event
+
+
+def wake(followers: _Waking) -> None:
+    """Wake every follower waiting on `followers.changed`; the next ones wait on a fresh event."""
+    followers.changed.set()
+    followers.changed = asyncio.Event()  # followers already woken hold the old event
+
+
 class MemoryStreamLog:
     def __init__(self, retention: float = 600.0, max_bytes: int = 64 * 2**20) -> None:
         self.retention = retention
@@ -106,7 +116,7 @@ class MemoryStreamLog:
         n = len(event.data.encode("utf-8", "surrogatepass")) + 32
         rec.size += n
         self._size += n
-        self._wake(rec)
+        wake(rec)
         if self._size > self.max_bytes:
             self._evict()
         return seq
@@ -120,7 +130,7 @@ class MemoryStreamLog:
         rec = self._streams.get(stream_id)
         if rec is not None and rec.closed_at is None:
             rec.closed_at = time.monotonic()
-            self._wake(rec)
+            wake(rec)
 
     async def exists(self, stream_id: str) -> bool:
         self._expire()
@@ -149,11 +159,6 @@ class MemoryStreamLog:
         if rec is None:
             raise UnknownStreamError(stream_id)
         return rec
-
-    @staticmethod
-    def _wake(rec: _Record) -> None:
-        rec.changed.set()
-        rec.changed = asyncio.Event()  # followers already woken hold the old event
 
     def _expire(self) -> None:
         now = time.monotonic()

@@ -198,7 +198,7 @@ class RedisStreamLog:
     async def follow(self, stream_id: str, after: int) -> AsyncIterator[NumberedEvent]:
         """Events with number > `after`, then new ones as they are written, until the stream closes."""
         mirror = self.mirrors.get(stream_id)
-        if mirror is not None and after + 1 >= mirror.first:
+        if mirror is not None:
             async for numbered in mirror.follow(after):
                 after = numbered.seq
                 yield numbered
