@@ -139,7 +139,7 @@ class PromptLookup:
         room = self._room(seq)
         if room <= 0:
             return []
-        lookup = seq.lookup = seq.lookup or Lookup(limit=min(FIRST_DRAFT, self.max_draft))
+        lookup = self._lookup(seq)
         if lookup.pause:
             lookup.pause -= 1
             return []
@@ -148,9 +148,12 @@ class PromptLookup:
     def _guess(self, seq: Sequence) -> Drafts | None:
         if self._room(seq) <= 0:
             return None
-        lookup = seq.lookup = seq.lookup or Lookup(limit=min(FIRST_DRAFT, self.max_draft))
-        guess = lookup.index.draft(seq.prompt_ids + seq.output_ids, 1, shortest=1)
+        guess = self._lookup(seq).index.draft(seq.prompt_ids + seq.output_ids, 1, shortest=1)
         return Drafts([guess], 2, free=True) if guess else None
+
+    def _lookup(self, seq: Sequence) -> Lookup:
+        seq.lookup = seq.lookup or Lookup(limit=min(FIRST_DRAFT, self.max_draft))
+        return seq.lookup
 
     def _room(self, seq: Sequence) -> int:
         """How many tokens `seq` may draft (0: none): only greedy rows without a grammar, and every
