@@ -23,6 +23,16 @@ async def log(redis_url: str) -> AsyncIterator[RedisStreamLog]:
     await store.client.aclose()
 
 
+@pytest.fixture
+async def two_processes(redis_url: str) -> AsyncIterator[tuple[RedisStreamLog, RedisStreamLog]]:
+    """Two processes' logs on one Redis, with leases short enough to run out within a test."""
+    first = RedisStreamLog(redis_url, retention=60, block_ms=200, lease=0.3)
+    other = RedisStreamLog(redis_url, retention=60, block_ms=200, lease=0.3)
+    yield first, other
+    await first.client.aclose()
+    await other.client.aclose()
+
+
 async def collect(log: RedisStreamLog, stream_id: str, after: int) -> list[NumberedEvent]:
     return await asyncio.wait_for(_all(log, stream_id, after), TIMEOUT_S)
 
@@ -90,47 +100,41 @@ async def test_readers_in_the_producing_process_follow_without_reading_redis(red
         await elsewhere.client.aclose()
 
 
-async def test_a_local_reader_goes_on_from_redis_when_another_process_takes_the_stream(redis_url: str) -> None:
-    first = RedisStreamLog(redis_url, retention=60, block_ms=200, lease=0.3)
-    other = RedisStreamLog(redis_url, retention=60, block_ms=200, lease=0.3)
-    try:
-        await first.create("o")
-        await first.append("o", StreamEvent(None, "a"))
-        reader = asyncio.create_task(collect(first, "o", -1))
-        await asyncio.sleep(0.5)  # the first process stalls past its lease
-        assert await other.claim("o")
-        await other.append("o", StreamEvent(None, "b"))
-        assert not await first.renew("o")  # what its lease keeper finds next
-        await other.append("o", StreamEvent(None, "c"))
-        await other.close("o")
-        assert [(n.seq, n.event.data) for n in await reader] == [(0, "a"), (1, "b"), (2, "c")]
-    finally:
-        await first.client.aclose()
-        await other.client.aclose()
+async def test_a_local_reader_goes_on_from_redis_when_another_process_takes_the_stream(
+    two_processes: tuple[RedisStreamLog, RedisStreamLog],
+) -> None:
+    first, other = two_processes
+    await first.create("o")
+    await first.append("o", StreamEvent(None, "a"))
+    reader = asyncio.create_task(collect(first, "o", -1))
+    await asyncio.sleep(0.5)  # the first process stalls past its lease
+    assert await other.claim("o")
+    await other.append("o", StreamEvent(None, "b"))
+    assert not await first.renew("o")  # what its lease keeper finds next
+    await other.append("o", StreamEvent(None, "c"))
+    await other.close("o")
+    assert [(n.seq, n.event.data) for n in await reader] == [(0, "a"), (1, "b"), (2, "c")]
 
 
-async def test_another_process_takes_over_once_the_lease_expires(redis_url: str) -> None:
-    first = RedisStreamLog(redis_url, retention=60, block_ms=200, lease=0.3)
-    other = RedisStreamLog(redis_url, retention=60, block_ms=200, lease=0.3)
-    try:
-        await first.create("c")
-        await first.append("c", StreamEvent(None, "from the first process"))
-        assert await other.exists("c") and await other.last_seq("c") == 0
-        assert not await other.claim("c"), "the lease of a live producer is not for taking"
-        with pytest.raises(LeaseLostError):
-            await other.append("c", StreamEvent(None, "not mine to write"))
-        await asyncio.sleep(0.5)  # the first process stopped renewing
-        assert await other.claim("c")
-        assert await other.append("c", StreamEvent(None, "taken over")) == 1
-        with pytest.raises(LeaseLostError):  # the first process came back to life: fenced off
-            await first.append("c", StreamEvent(None, "too late"))
-        assert not await first.renew("c") and await other.renew("c")
-        await other.close("c")
-        assert [n.event.data for n in await collect(first, "c", -1)] == ["from the first process", "taken over"]
-        assert not await first.claim("c"), "a closed stream is not taken over"
-    finally:
-        await first.client.aclose()
-        await other.client.aclose()
+async def test_another_process_takes_over_once_the_lease_expires(
+    two_processes: tuple[RedisStreamLog, RedisStreamLog],
+) -> None:
+    first, other = two_processes
+    await first.create("c")
+    await first.append("c", StreamEvent(None, "from the first process"))
+    assert await other.exists("c") and await other.last_seq("c") == 0
+    assert not await other.claim("c"), "the lease of a live producer is not for taking"
+    with pytest.raises(LeaseLostError):
+        await other.append("c", StreamEvent(None, "not mine to write"))
+    await asyncio.sleep(0.5)  # the first process stopped renewing
+    assert await other.claim("c")
+    assert await other.append("c", StreamEvent(None, "taken over")) == 1
+    with pytest.raises(LeaseLostError):  # the first process came back to life: fenced off
+        await first.append("c", StreamEvent(None, "too late"))
+    assert not await first.renew("c") and await other.renew("c")
+    await other.close("c")
+    assert [n.event.data for n in await collect(first, "c", -1)] == ["from the first process", "taken over"]
+    assert not await first.claim("c"), "a closed stream is not taken over"
 
 
 async def test_exactly_one_of_several_processes_wins_the_claim(redis_url: str) -> None:
