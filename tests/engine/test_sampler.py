@@ -277,3 +277,66 @@ def test_no_row_asking_for_logprobs_returns_plain_tokens() -> None:
     picks = sample(batch_of(LOGITS, LOGITS), [row(SamplingParams(temperature=0.0)), row()], shared())
     assert all(p.logprob is None and p.top == () for p in picks)
     assert picks[0].token_id == 0
+
+
+def test_draws_follow_the_probabilities() -> None:
+    """One uniform number per row through the cumulative sums draws each token with its probability:
+    40,000 rows of the 8-token distribution land within 4 standard deviations of each share."""
+    n = 40_000
+    picks = sample(LOGITS.repeat(n, 1), [row(SamplingParams(temperature=1.0))] * n, shared(3))
+    counts = Counter(p.token_id for p in picks)
+    for token, p in enumerate(PROBS):
+        assert abs(counts[token] - n * p) < 4 * math.sqrt(n * p * (1 - p)), (token, counts[token], n * p)
+
+
+def test_zero_probability_tokens_are_never_drawn_even_at_the_ends_of_the_vocabulary() -> None:
+    logits = torch.full((49_152,), float("-inf"))
+    logits[[1, 30_000]] = 0.0  # token 0 and the last token have no probability
+    picks = draw_counts([row(SamplingParams(temperature=1.0))], logits.unsqueeze(0), draws=400)[0]
+    assert set(picks) == {1, 30_000}
+
+
+def test_greedy_picks_the_first_of_tied_largest_logits() -> None:
+    logits = torch.zeros(2, 49_152)
+    logits[0, [7, 9, 40_000]] = 5.0
+    logits[1, -1] = 1.0
+    greedy = row(SamplingParams(temperature=0.0))
+    assert [p.token_id for p in sample(logits, [greedy, greedy], shared())] == [7, 49_151]
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 8.0])
+def test_top_k_top_p_among_the_largest_logits_equals_the_whole_sort(scale: float) -> None:
+    """The fast filter keeps what sorting the whole vocabulary keeps, also for flat rows whose
+    nucleus reaches past the candidates (sorted in full then) and for a top_k larger than the
+    candidates. The two sum probabilities in different orders, so a token whose running sum sits
+    at top_p to within rounding may be in one set and not the other; nothing else may differ."""
+    from streamchat.engine.sampler import _sorted_top_k_top_p, _top_k_top_p
+
+    gen = torch.Generator().manual_seed(int(scale * 10))
+    params = [
+        SamplingParams(temperature=1.0, top_p=0.9),
+        SamplingParams(temperature=1.0, top_p=0.7, top_k=40),
+        SamplingParams(temperature=1.0, top_k=300),
+        SamplingParams(temperature=1.0, top_p=0.999),
+    ]
+    for _ in range(20):
+        logits = torch.randn(len(params), 49_152, generator=gen) * scale
+        fast, whole = _top_k_top_p(logits, params), _sorted_top_k_top_p(logits, params)
+        kept_fast, kept_whole = torch.isfinite(fast), torch.isfinite(whole)
+        assert torch.equal(fast[kept_fast & kept_whole], logits[kept_fast & kept_whole])
+        for r, p in enumerate(params):
+            differ = (kept_fast[r] != kept_whole[r]).nonzero().flatten().tolist()
+            assert len(differ) <= 1
+            if differ:  # the last token of one nucleus: the mass before it is top_p, to rounding
+                probs = torch.softmax(logits[r].double(), dim=-1)
+                before = probs[probs > probs[differ[0]]].sum().item()
+                assert abs(before - p.top_p) < 1e-5, (r, before, p.top_p)
+
+
+def test_top_p_one_with_a_top_k_keeps_all_of_the_top_k() -> None:
+    """top_p 1.0 cuts nothing, even where the running sum reaches 1.0 early by rounding."""
+    logits = torch.cat([torch.tensor([30.0]), torch.zeros(49_151)]).unsqueeze(0)
+    from streamchat.engine.sampler import _top_k_top_p
+
+    kept = torch.isfinite(_top_k_top_p(logits, [SamplingParams(temperature=1.0, top_k=300)]))
+    assert int(kept.sum()) == 300

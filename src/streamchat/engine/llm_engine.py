@@ -25,6 +25,7 @@ from streamchat.engine.contracts import PrefillPlan, PrefillRow, PrefixStore, Ru
 from streamchat.engine.grammar.masks import MaskWorker
 from streamchat.engine.sampler import Masks, RowState, Sampled, reseed, sample
 from streamchat.engine.scheduler import Scheduler
+from streamchat.engine.seen_tokens import SeenTokens
 from streamchat.engine.sequence import SeqStatus, Sequence
 from streamchat.engine.speculation import Drafts, PromptLookup
 from streamchat.engine.token_bytes import TokenBytes
@@ -286,7 +287,9 @@ class LLMEngine:
                 banned += p.stop_token_ids
         if seq.generator is not None:  # the draw at this position depends on the seed and the position only
             reseed(seq.generator, p.seed, len(seq.output_ids))
-        return RowState(p, seq.prompt_ids, seq.output_ids, seq.generator, banned, seq.utf8)
+        if seq.seen is None and p.repetition_penalty != 1.0:
+            seq.seen = SeenTokens(seq.prompt_ids)
+        return RowState(p, seq.prompt_ids, seq.output_ids, seq.generator, banned, seq.utf8, seq.seen)
 
     def _advance(self, seq: Sequence, choice: Sampled) -> Delta:
         """Append one sampled token and turn it into the delta the client sees."""

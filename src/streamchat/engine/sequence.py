@@ -14,6 +14,7 @@ import torch
 
 from streamchat.engine.answer_text import AnswerText
 from streamchat.engine.grammar.constraint import Constraint
+from streamchat.engine.seen_tokens import SeenTokens
 from streamchat.engine.types import FinishReason, GenerationRequest
 from streamchat.engine.utf8_guard import START
 
@@ -42,6 +43,7 @@ class Sequence:
     arrival: int = 0  # order of arrival in the engine: the higher, the newer
     lookup: Lookup | None = None  # its n-grams and drafting state, once it drafts (speculation.py)
     utf8: int = START  # where its answer's bytes stand in a character (utf8_guard.py)
+    seen: SeenTokens | None = None  # its distinct token ids, once a repetition penalty reads them (sampler.py)
 
     @property
     def id(self) -> str:
