@@ -6,6 +6,7 @@ SSE, so a change to a runner can be judged in seconds. Each level submits C requ
 prefill, as a client would see it.
 
     .venv/bin/python -m bench.engine_inprocess --runners llamacpp,transformers --levels 1,4,16,64
+    .venv/bin/python -m bench.engine_inprocess --runners llamacpp --temperature 1 --seed 7 --repetition-penalty 1.15
 """
 
 from __future__ import annotations
@@ -80,10 +81,13 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], Callable[[], LLMEngine]]] = {
 }
 
 
-def measure(make: Callable[[], LLMEngine], prompts: list[list[int]], level: int, tokens: int) -> tuple[float, float]:
-    """(aggregate tokens/s, mean seconds to first token) for `level` requests started together."""
+def measure(
+    make: Callable[[], LLMEngine], prompts: list[list[int]], level: int, tokens: int, sampling: dict | None = None
+) -> tuple[float, float]:
+    """(aggregate tokens/s, mean seconds to first token) for `level` requests started together;
+    `sampling`: SamplingParams fields (default greedy, no penalty)."""
     engine = make()
-    params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
+    params = SamplingParams(max_tokens=tokens, ignore_eos=True, **({"temperature": 0.0} | (sampling or {})))
     reqs = [GenerationRequest(prompts[i % len(prompts)], params) for i in range(level)]
     started = time.perf_counter()
     for r in reqs:
@@ -105,7 +109,17 @@ def main() -> None:
     p.add_argument("--levels", default="1,4,16,64")
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="default: every core")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None, help="each request seeded (its own generator)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="the embedded model's default is 1.15")
     args = p.parse_args()
+    sampling = {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "seed": args.seed,
+        "repetition_penalty": args.repetition_penalty,
+    }
     levels = [int(x) for x in args.levels.split(",")]
     print(f"cores {os.cpu_count()}, load average {os.getloadavg()}, CPUs busy now {busy_fraction(1.0):.0%}")
     print(f"{'runner':<20}" + "".join(f"{'C=' + str(c):>16}" for c in levels) + "   (tok/s, mean TTFT s)")
@@ -115,7 +129,7 @@ def main() -> None:
         measure(make, prompts, 1, 4)  # warm-up
         cells = []
         for level in levels:
-            rate, ttft = measure(make, prompts, level, args.tokens)
+            rate, ttft = measure(make, prompts, level, args.tokens, sampling)
             cells.append(f"{rate:>9.1f} {ttft:>5.2f}s")
         print(f"{name:<20}" + "".join(f"{c:>16}" for c in cells), flush=True)
     print(f"load average after {os.getloadavg()}")
