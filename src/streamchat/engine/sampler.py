@@ -92,14 +92,15 @@ def _restricted(logits: torch.Tensor, rows: list[RowState], masks: Masks | None)
     for i in needs:
         r = rows[i]
         if r.params.needs_penalties:
-            logits[i] = _penalised(logits[i], r)
+            _penalise(logits[i], r)
         if r.banned_ids:
             logits[i, list(r.banned_ids)] = float("-inf")
     return logits
 
 
-def _penalised(row: torch.Tensor, r: RowState) -> torch.Tensor:
-    """Repetition penalty (HF's, over prompt and output), presence/frequency (OpenAI's, output)."""
+def _penalise(row: torch.Tensor, r: RowState) -> None:
+    """Repetition penalty (HF's, over prompt and output), presence/frequency (OpenAI's, output),
+    in place on `row` (a view into the batch: only the penalised entries are written)."""
     p = r.params
     if p.repetition_penalty != 1.0:
         seen = (r.seen or SeenTokens(r.prompt_ids)).ids(r.output_ids)
@@ -109,7 +110,6 @@ def _penalised(row: torch.Tensor, r: RowState) -> torch.Tensor:
     if r.output_ids and (p.presence_penalty or p.frequency_penalty):
         ids, counts = torch.tensor(r.output_ids, dtype=torch.long).unique(return_counts=True)
         row[ids] -= p.frequency_penalty * counts.to(row.dtype) + p.presence_penalty
-    return row
 
 
 def _argmax(x: torch.Tensor) -> list[int]:
