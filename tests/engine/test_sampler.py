@@ -317,6 +317,7 @@ def test_top_k_top_p_among_the_largest_logits_equals_the_whole_sort(scale: float
         SamplingParams(temperature=1.0, top_p=0.9),
         SamplingParams(temperature=1.0, top_p=0.7, top_k=40),
         SamplingParams(temperature=1.0, top_k=300),
+        SamplingParams(temperature=1.0, top_k=300, top_p=0.5),
         SamplingParams(temperature=1.0, top_p=0.999),
     ]
     for _ in range(20):
@@ -340,3 +341,25 @@ def test_top_p_one_with_a_top_k_keeps_all_of_the_top_k() -> None:
 
     kept = torch.isfinite(_top_k_top_p(logits, [SamplingParams(temperature=1.0, top_k=300)]))
     assert int(kept.sum()) == 300
+
+
+def test_a_top_k_past_the_candidates_normalises_over_its_own_set() -> None:
+    """top_k 300 with top_p 0.5: token 0 holds 49150 / (49150 + 10922 + 298) of the top-300 set,
+    over half, so the nucleus is token 0 alone (over the whole vocabulary it would hold under half)."""
+    from streamchat.engine.sampler import _top_k_top_p
+
+    logits = torch.zeros(1, 49_152)
+    logits[0, 0], logits[0, 1] = math.log(49_150), math.log(10_922)
+    kept = torch.isfinite(_top_k_top_p(logits, [SamplingParams(temperature=1.0, top_k=300, top_p=0.5)]))
+    assert kept[0].nonzero().flatten().tolist() == [0]
+
+
+@pytest.mark.parametrize("fill", [float("-inf"), float("nan")])
+def test_a_row_with_nothing_to_draw_from_keeps_a_token_of_the_vocabulary(fill: float) -> None:
+    """Every logit -inf (a grammar that allows nothing) or NaN: the draw cannot pick an id past the
+    vocabulary, and its neighbour still samples."""
+    vocab = 1_000  # not a multiple of the 256-token blocks
+    logits = torch.zeros(2, vocab)
+    logits[0] = fill
+    picks = sample(logits, [row(SamplingParams(temperature=1.0)), row(SamplingParams(temperature=1.0))], shared())
+    assert all(0 <= p.token_id < vocab for p in picks)

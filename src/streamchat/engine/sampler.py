@@ -103,7 +103,7 @@ def _penalise(row: torch.Tensor, r: RowState) -> None:
     in place on `row` (a view into the batch: only the penalised entries are written)."""
     p = r.params
     if p.repetition_penalty != 1.0:
-        seen = (r.seen or SeenTokens(r.prompt_ids)).ids(r.output_ids)
+        seen = (r.seen if r.seen is not None else SeenTokens(r.prompt_ids)).ids(r.output_ids)
         if len(seen):
             vals = row[seen]
             row[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
@@ -134,18 +134,20 @@ def _choose(logits: torch.Tensor, rows: list[RowState], shared_rng: torch.Genera
         if rows[i].generator is not None:
             uniform[j] = torch.rand(1, dtype=torch.float64, generator=rows[i].generator)
     for j, tok in enumerate(_inverse_cdf(probs, uniform)):
-        tokens[sampled[j]] = tok
+        if tok is not None:  # None: nothing to draw from (every entry -inf or NaN); the argmax stays
+            tokens[sampled[j]] = tok
     return tokens
 
 
-def _inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> list[int]:
+def _inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> list[int | None]:
     """Each row's token drawn with its probability, from one uniform number in [0, 1) per row:
     the first token whose running sum of probabilities exceeds that share of the row's total.
 
     Why: one random number per row instead of one per vocabulary entry (an exponential race over
     49k tokens took ~1 ms per row and step here). The running sums are float64, taken in two
     levels (blocks of `CDF_BLOCK` tokens, then within the chosen block) so that no float64 copy
-    of the whole row is made. A token of zero probability is never drawn: no sum rises at it."""
+    of the whole row is made. A token of zero probability is never drawn: no sum rises at it.
+    A row whose total is not a positive number (every logit -inf, or NaN) draws None."""
     n, vocab = probs.shape
     padded = torch.nn.functional.pad(probs, (0, -vocab % CDF_BLOCK))
     blocks = padded.view(n, -1, CDF_BLOCK)  # [n, blocks, CDF_BLOCK]
@@ -156,8 +158,11 @@ def _inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> list[int]:
     inner = blocks[torch.arange(n), block.squeeze(1)].to(torch.float64).cumsum(dim=-1)  # [n, CDF_BLOCK]
     # the two levels round apart: keep the rest strictly under the block's own total
     rest = torch.minimum(target - before, inner[:, -1:] * (1 - 1e-12))
-    within = torch.searchsorted(inner, rest, right=True)
-    return (block * CDF_BLOCK + within).squeeze(1).tolist()
+    within = torch.searchsorted(inner, rest, right=True).clamp_(max=CDF_BLOCK - 1)
+    drawn = (block * CDF_BLOCK + within).clamp_(max=vocab - 1).squeeze(1).tolist()
+    total = block_cdf[:, -1]
+    drawable = (torch.isfinite(total) & (total > 0)).tolist()
+    return [tok if ok else None for tok, ok in zip(drawn, drawable, strict=True)]
 
 
 def _repick_broken_characters(
@@ -204,15 +209,18 @@ def _top_k_top_p(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Te
     vals, order = logits.topk(candidates, dim=-1)  # [n, candidates], largest first
     ks = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params]).unsqueeze(1)
     in_top_k = torch.arange(candidates).unsqueeze(0) < ks
-    # each row's probabilities over its top-k set, normalised over the whole set where it reaches past the candidates
-    beyond = (ks > candidates).squeeze(1)
+    # each row's probabilities over its top-k set: from the candidates alone, or from the whole
+    # vocabulary where there is no top-k; a top-k set past the candidates but short of the whole
+    # vocabulary cannot be normalised from them (such a row is sorted in full below)
+    whole = (ks >= vocab).squeeze(1)
     norm = vals.masked_fill(~in_top_k, float("-inf")).logsumexp(dim=-1, keepdim=True)
-    if beyond.any():
-        norm[beyond] = logits[beyond].logsumexp(dim=-1, keepdim=True)
+    if whole.any():
+        norm[whole] = logits[whole].logsumexp(dim=-1, keepdim=True)
     probs = (vals - norm).exp().masked_fill(~in_top_k, 0.0)
     keep = in_top_k & (probs.cumsum(dim=-1) - probs < _top_p(params, probs.dtype))
     out = torch.full_like(logits, float("-inf")).scatter_(1, order, vals.masked_fill(~keep, float("-inf")))
-    unsure = (keep[:, -1] & beyond).nonzero().squeeze(1).tolist()  # the kept set may go on past the candidates
+    wide_k = ((ks > candidates) & (ks < vocab)).squeeze(1)
+    unsure = ((keep[:, -1] & whole) | wide_k).nonzero().squeeze(1).tolist()  # the kept set may go past the candidates
     if unsure:
         out[unsure] = _sorted_top_k_top_p(logits[unsure], [params[i] for i in unsure])
     return out
