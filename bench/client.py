@@ -76,8 +76,9 @@ class WaveResult:
 
 
 def _body(target: Target, prompt: str, tokens: int, forced: bool = True) -> tuple[str, dict[str, Any]]:
-    """Path and JSON body of one request in the target's protocol: exactly `tokens` tokens when
-    `forced`, else a plain greedy answer of at most `tokens`."""
+    """Path and JSON body of one request in the target's protocol: a plain greedy answer (the
+    target's `plain_body`: no repetition penalty, so every server decodes the same way), exactly
+    `tokens` tokens long when `forced`, else of its own length up to `tokens`."""
     if target.protocol == "seed":
         return "/stream", {"prompt": prompt, "history": [], "temperature": 0, **target.extra_body(tokens)}
     body = {
@@ -88,7 +89,7 @@ def _body(target: Target, prompt: str, tokens: int, forced: bool = True) -> tupl
         "temperature": 0,
         "stream_options": {"include_usage": True},
     }
-    return "/v1/chat/completions", {**body, **(target.extra_body(tokens) if forced else target.plain_body)}
+    return "/v1/chat/completions", {**body, **target.plain_body, **(target.extra_body(tokens) if forced else {})}
 
 
 def _content(target: Target, payload: dict[str, Any], result: StreamResult) -> str | None:

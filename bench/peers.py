@@ -70,15 +70,17 @@ def _build_llama_server() -> None:
         subprocess.run(["bash", str(ROOT / "bench" / "build_llama_server.sh")], check=True)
 
 
-def _streamchat(name: str, engine: str | None, *flags: str) -> Peer:
+def _streamchat(name: str, engine: str | None, *flags: str, model_defaults: bool = False) -> Peer:
+    """`model_defaults`: requests keep the model's own sampling defaults (the embedded model's
+    repetition penalty 1.15) instead of the plain greedy decoding every other server is asked for."""
     extra = (["--engine", engine] if engine else []) + list(flags)
     return Peer(
         name=name,
         argv=lambda p: [PY, "-m", "streamchat", "serve", *_listen(p), *extra],
         extra_body=lambda n: {"ignore_eos": True, "min_tokens": n},
         prepare=lambda: _need_module("streamchat", "the streamchat package is not importable yet"),
-        note=" ".join(["streamchat", *extra]),
-        plain_body={"repetition_penalty": 1.0},  # the embedded model's default is 1.15; the peers use 1.0
+        note=" ".join(["streamchat", *extra, *(["(requests keep the model's sampling defaults)"] * model_defaults)]),
+        plain_body={} if model_defaults else {"repetition_penalty": 1.0},  # the embedded model's default is 1.15
         metrics="/metrics",
     )
 
@@ -134,6 +136,8 @@ PEERS: dict[str, Peer] = {
     "streamchat-llamacpp-32": _streamchat("streamchat-llamacpp-32", "llamacpp", "--max-num-seqs", "32"),
     "streamchat-llamacpp-fast": _streamchat("streamchat-llamacpp-fast", "llamacpp", "--batch-invariant", "false"),
     "streamchat-nospec": _streamchat("streamchat-nospec", None, "--spec-tokens", "0"),  # no speculative decoding
+    # the model's own sampling defaults in every request (repetition penalty 1.15): what a client that sets none gets
+    "streamchat-model-defaults": _streamchat("streamchat-model-defaults", None, model_defaults=True),
     "transformers-serve": _transformers_serve("transformers-serve", True),
     "transformers-serve-nocb": _transformers_serve("transformers-serve-nocb", False),
     # 2,048 positions per slot, as streamchat's default context: a long prompt fits

@@ -175,7 +175,8 @@ def markdown(run: dict[str, Any], chart: str | None = None) -> str:
         f"torch {m['torch']}, transformers {m['transformers']}, llama-cpp-python {m['llama-cpp-python']}; "
         f"commit {m['commit']}",
         f"- Command: `{run['command']}`",
-        f"- Each request: one user prompt, greedy, exactly {tokens} generated tokens forced per server; "
+        f"- Each request: one user prompt, plain greedy (no repetition penalty), exactly {tokens} generated "
+        "tokens forced per server; "
         f"{run['waves']} wave(s) per level, all C streams started together"
         + (
             "; all servers up at once, taking turns wave by wave (long-prompt and edit levels: level by level)."
