@@ -204,10 +204,10 @@ def _top_k_top_p(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Te
     Why in two passes: sorting a 49k vocabulary takes ~3.5 ms per row here, the 256 largest
     ~0.1 ms. A nucleus and a top-k set nearly always lie among those (a flat distribution with
     top_p near 1 may not): the rows whose kept set could reach past them are sorted in full."""
-    candidates = min(CANDIDATES, logits.shape[-1])
     vocab = logits.shape[-1]
+    candidates = min(CANDIDATES, vocab)
     vals, order = logits.topk(candidates, dim=-1)  # [n, candidates], largest first
-    ks = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params]).unsqueeze(1)
+    ks = _top_k(params, vocab)
     in_top_k = torch.arange(candidates).unsqueeze(0) < ks
     # each row's probabilities over its top-k set: from the candidates alone, or from the whole
     # vocabulary where there is no top-k; a top-k set past the candidates but short of the whole
@@ -226,6 +226,11 @@ def _top_k_top_p(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Te
     return out
 
 
+def _top_k(params: list[SamplingParams], vocab: int) -> torch.Tensor:
+    """Each row's top_k as a column; 0 (no top-k) as the whole vocabulary."""
+    return torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params]).unsqueeze(1)
+
+
 def _top_p(params: list[SamplingParams], dtype: torch.dtype) -> torch.Tensor:
     """Each row's top_p as a column; 1.0 (no nucleus) as +inf, so that rounding in a running sum
     that reaches 1.0 early cannot cut a tail the request did not ask to cut."""
@@ -236,8 +241,7 @@ def _sorted_top_k_top_p(logits: torch.Tensor, params: list[SamplingParams]) -> t
     """`_top_k_top_p` over the whole sorted vocabulary."""
     vocab = logits.shape[-1]
     sorted_logits, order = logits.sort(dim=-1, descending=True)  # [n, vocab]
-    ks = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params]).unsqueeze(1)
-    remove = torch.arange(vocab).unsqueeze(0) >= ks  # outside top-k
+    remove = torch.arange(vocab).unsqueeze(0) >= _top_k(params, vocab)  # outside top-k
     probs = torch.softmax(sorted_logits.masked_fill(remove, float("-inf")), dim=-1)
     # drop a token when the mass before it already reaches top_p
     remove |= probs.cumsum(dim=-1) - probs >= _top_p(params, logits.dtype)
