@@ -74,12 +74,15 @@ def _streamchat(name: str, engine: str | None, *flags: str, model_defaults: bool
     """`model_defaults`: requests keep the model's own sampling defaults (the embedded model's
     repetition penalty 1.15) instead of the plain greedy decoding every other server is asked for."""
     extra = (["--engine", engine] if engine else []) + list(flags)
+    note = " ".join(["streamchat", *extra])
+    if model_defaults:
+        note += " (requests keep the model's sampling defaults)"
     return Peer(
         name=name,
         argv=lambda p: [PY, "-m", "streamchat", "serve", *_listen(p), *extra],
         extra_body=lambda n: {"ignore_eos": True, "min_tokens": n},
         prepare=lambda: _need_module("streamchat", "the streamchat package is not importable yet"),
-        note=" ".join(["streamchat", *extra, *(["(requests keep the model's sampling defaults)"] * model_defaults)]),
+        note=note,
         plain_body={} if model_defaults else {"repetition_penalty": 1.0},  # the embedded model's default is 1.15
         metrics="/metrics",
     )
