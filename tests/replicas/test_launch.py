@@ -271,3 +271,84 @@ def test_a_stream_survives_kill_9_of_its_replica(proxy_url: str) -> None:
     assert [e.data for e in events].count("[DONE]") == 1 and events[-1].data == "[DONE]"
     assert content(events) == content(whole)
     assert serving not in replica_pids(), "the answer was finished by the other replica"
+
+
+def blocked_signals(pid: int) -> set[int]:
+    """The signals `pid`'s main thread blocks, from the SigBlk mask in /proc."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("SigBlk:"))
+    mask = int(line.split()[1], 16)
+    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+
+
+def test_the_local_cluster_starts_with_sigterm_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a SIGTERM to the whole process group (systemd stops a service so) reached the
+    local cluster's GCS and raylet too; removing the application then waited a minute for the dead
+    GCS and left the replicas and HAProxy running. What `ray.init` starts inherits a blocked SIGTERM
+    and outlives it, while this process's own mask is back as it was."""
+    from streamchat.replicas import launch
+
+    started: list[subprocess.Popen] = []
+    monkeypatch.setattr(ray, "init", lambda **_: started.append(subprocess.Popen(["sleep", "30"])))
+    monkeypatch.setenv("STREAMCHAT_TEST_MARK", "before")
+    launch._start_local_cluster({"STREAMCHAT_TEST_MARK": "for the cluster"})
+    (child,) = started
+    try:
+        assert os.environ["STREAMCHAT_TEST_MARK"] == "for the cluster"
+        assert signal.SIGTERM in blocked_signals(child.pid)
+        child.send_signal(signal.SIGTERM)
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=0.5)
+    finally:
+        child.kill()
+        child.wait()
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+
+
+def process_tree(root: int) -> set[int]:
+    """`root` and every process descending from it now."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return tree
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_the_whole_group_stops_a_local_cluster_at_once_and_leaves_nothing(tmp_path: Path) -> None:
+    """`serve --replicas 1` on a cluster of its own, stopped as systemd stops a service: SIGTERM to
+    every process of its group. It exits 0 within the shutdown's own time (before the fix: after a
+    minute), its port closes, and no process it started is left."""
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    flags = ["--replicas", "1", "--host", "127.0.0.1", "--port", str(port), "--threads", "1", "--log-level", "warning"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(serve_cmd(*flags), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, url, log_path)
+        started = process_tree(proc.pid) - {proc.pid}
+        assert len(started) >= 3, "the GCS, the raylet and the workers run under it"
+        os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=40)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert code == 0, log_path.read_text(errors="replace")[-3000:]
+    assert wait_for(lambda: not any(alive(pid) for pid in started), 10), [p for p in started if alive(p)]
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=2)

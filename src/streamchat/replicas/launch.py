@@ -19,6 +19,7 @@ import socket
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -58,8 +59,7 @@ def serve_replicas(settings: Settings) -> int:
     local = settings.ray_address is None
     haproxy_folder = _haproxy_folder(settings) if local else None
     if local:
-        os.environ.update(_local_environment(settings, haproxy_folder))  # inherited by the cluster this starts
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+        _start_local_cluster(_local_environment(settings, haproxy_folder))
     else:
         ray.init(address=settings.ray_address, logging_level=logging.WARNING)
     # after ray.init: a Python handler found there makes Ray wrap it in one that kills the process
@@ -89,6 +89,33 @@ def serve_replicas(settings: Settings) -> int:
         finally:
             if haproxy_folder is not None:
                 _remove_haproxy(haproxy_folder)
+
+
+def _start_local_cluster(environment: dict[str, str]) -> None:
+    """A Ray cluster of this machine, whose processes inherit `environment` and a blocked SIGTERM.
+
+    Why blocked: its GCS and raylet share this process's group, so a SIGTERM sent to the whole
+    group (systemd's default on stop) would kill them at the instant this process starts removing
+    the application; removing it would then wait a minute for a GCS that is gone and leave the
+    replicas and HAProxy running, holding the port. Blocked, they outlive that signal and
+    `ray.shutdown()` ends them (SIGKILL after its second of grace). SIGINT, a terminal's Ctrl-C to
+    the group, Ray already blocks in them.
+    """
+    import ray
+
+    os.environ.update(environment)
+    with _sigterm_blocked():
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+
+
+@contextlib.contextmanager
+def _sigterm_blocked() -> Iterator[None]:
+    """SIGTERM held back in this thread, and so in the processes it starts meanwhile."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _local_environment(settings: Settings, haproxy_folder: str | None) -> dict[str, str]:
