@@ -399,3 +399,23 @@ def test_free_rows_answer_the_same_beside_rows_under_a_grammar(gguf: LoadedGGUF)
         deltas = out[r.request_id]
         assert deltas[-1].finish_reason is FinishReason.STOP
         assert set(json.loads(text(deltas))) == {"answer", "sure"}
+
+
+def test_a_round_of_eight_chats_finds_every_first_turn_parked_for_its_second(gguf: LoadedGGUF) -> None:
+    """Eight chats answered together, then their next turns together: each second turn reuses its
+    whole first prompt. Regression: with 4 parking slots, evicted least recently used first, half
+    of the chats found only the system prompt the chats share and prefilled their turn again; and
+    with no token ceiling (`park_tokens=None`, where llama.cpp's cells cannot be handed back)
+    parking one chat evicted every other. Both turns stay under 64 tokens, so both are computed by
+    the same kernel and the whole first turn may be reused (prefill.py)."""
+    assert len(QUESTIONS) == 8
+    short = SamplingParams(max_tokens=4, temperature=0.0)
+    engine = make_engine(gguf, prefix_reuse=True)
+    firsts = [chat(gguf, q) for q in QUESTIONS]
+    answers = run(engine, [GenerationRequest(p, short, request_id=f"c{i}") for i, p in enumerate(firsts)])
+    replies = [gguf.tokenizer.decode(tokens(answers[f"c{i}"]), skip_special_tokens=True) for i in range(8)]
+    seconds = [chat(gguf, q, r, "Again.") for q, r in zip(QUESTIONS, replies, strict=True)]
+    assert max(len(p) for p in seconds) < TILED_FROM
+    before = engine.stats.reused_tokens
+    run(engine, [GenerationRequest(p, short) for p in seconds])
+    assert engine.stats.reused_tokens - before >= sum(len(p) for p in firsts)
