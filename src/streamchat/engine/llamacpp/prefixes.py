@@ -19,8 +19,9 @@ MIN_REUSE = 8  # a shorter shared prefix is not worth the bookkeeping
 # Finished chats whose cells are kept for their next turn. Parked at the end of each answer and
 # evicted least recently used first, so a round of more chats than slots, each back in turn, finds
 # none of them: with 4 slots, 16 streams over 8 prompts (bench.run) prefilled every prompt anew
-# (TTFT p50 526 ms against 193 ms with 16). Each slot is one more stream of address space, touched
-# once by llama.cpp's zeroing at start; their cells stay under a quarter of the cache budget.
+# (TTFT p50 526 ms against 193 ms with 16; docs/ARCHITECTURE.md). Each slot is one more stream of
+# address space, touched once by llama.cpp's zeroing at start; their cells stay under a quarter of
+# the cache budget.
 PARK_SLOTS = 16
 
 
