@@ -283,14 +283,20 @@ def blocked_signals(pid: int) -> set[int]:
 def test_the_local_cluster_starts_with_sigterm_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression: a SIGTERM to the whole process group (systemd stops a service so) reached the
     local cluster's GCS and raylet too; removing the application then waited a minute for the dead
-    GCS and left the replicas and HAProxy running. What `ray.init` starts inherits a blocked SIGTERM
-    and outlives it, while this process's own mask is back as it was."""
+    GCS and left the replicas and HAProxy running. What `ray.init` starts inherits the blocked
+    SIGTERM and outlives it; the cluster is refused a start without it."""
     from streamchat.replicas import launch
 
     started: list[subprocess.Popen] = []
     monkeypatch.setattr(ray, "init", lambda **_: started.append(subprocess.Popen(["sleep", "30"])))
     monkeypatch.setenv("STREAMCHAT_TEST_MARK", "before")
-    launch._start_local_cluster({"STREAMCHAT_TEST_MARK": "for the cluster"})
+    with pytest.raises(RuntimeError, match="SIGTERM blocked"):
+        launch._start_local_cluster({})
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        launch._start_local_cluster({"STREAMCHAT_TEST_MARK": "for the cluster"})
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     (child,) = started
     try:
         assert os.environ["STREAMCHAT_TEST_MARK"] == "for the cluster"
@@ -301,7 +307,6 @@ def test_the_local_cluster_starts_with_sigterm_blocked(monkeypatch: pytest.Monke
     finally:
         child.kill()
         child.wait()
-    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
 
 
 def process_tree(root: int) -> set[int]:

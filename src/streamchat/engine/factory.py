@@ -148,7 +148,11 @@ def _llamacpp_engine(settings: Settings) -> _Built:
     from streamchat.engine.llamacpp.prefixes import PARK_SLOTS
 
     loaded = load_gguf(settings.model, settings.cache_dir, settings.max_model_len, settings.log_level == "debug")
-    park_slots = PARK_SLOTS if settings.prefix_reuse else 0
+    from streamchat.engine.llamacpp.runner import LLAMA_MAX_SEQ
+
+    # no more parked chats than rows (4 at least), within llama.cpp's sequence ids
+    fits = min(PARK_SLOTS, max(4, settings.max_num_seqs), LLAMA_MAX_SEQ - settings.max_num_seqs)
+    park_slots = max(0, fits) if settings.prefix_reuse else 0
     n_seq_ids = settings.max_num_seqs + park_slots
     longest = loaded.max_model_len  # the model's native context, or --max-model-len when lower
     context = longest if settings.max_model_len else min(longest, DEFAULT_CONTEXT)

@@ -19,7 +19,6 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -51,21 +50,28 @@ def serve_replicas(settings: Settings) -> int:
     if refused is not None:
         print(f"streamchat: {refused}", file=sys.stderr)
         return 2
-    import ray
-    from ray import serve
-
-    from streamchat.replicas.deployment import application
-
+    # SIGTERM held back in this thread until the stop handlers are in place, and in every process
+    # started meanwhile: the local cluster's (see _start_local_cluster). For this process it is best
+    # effort: a thread that was running before (numpy's OpenBLAS pool) may still take it.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     local = settings.ray_address is None
     haproxy_folder = _haproxy_folder(settings) if local else None
-    if local:
-        _start_local_cluster(_local_environment(settings, haproxy_folder))
-    else:
-        ray.init(address=settings.ray_address, logging_level=logging.WARNING)
-    # after ray.init: a Python handler found there makes Ray wrap it in one that kills the process
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _raise_stop)
+    serving = False
     try:
+        import ray
+        from ray import serve
+
+        from streamchat.replicas.deployment import application
+
+        if local:
+            _start_local_cluster(_local_environment(settings, haproxy_folder))
+        else:
+            ray.init(address=settings.ray_address, logging_level=logging.WARNING)
+        # after ray.init: a Python handler found there makes Ray wrap it in one that kills the process
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _raise_stop)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a SIGTERM held back here raises _Stop
+        serving = True
         serve.start(http_options={"host": settings.host, "port": settings.port})
         log.info("deploying; each replica is ready once its model has loaded")
         serve.run(
@@ -85,37 +91,31 @@ def serve_replicas(settings: Settings) -> int:
         return 1
     finally:
         try:
-            _stop(local)
+            _stop(local, serving)
         finally:
             if haproxy_folder is not None:
                 _remove_haproxy(haproxy_folder)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _start_local_cluster(environment: dict[str, str]) -> None:
-    """A Ray cluster of this machine, whose processes inherit `environment` and a blocked SIGTERM.
+    """A Ray cluster of this machine, whose processes inherit `environment` and the caller's
+    signal mask, in which SIGTERM is blocked.
 
-    Why blocked: its GCS and raylet share this process's group, so a SIGTERM sent to the whole
-    group (systemd's default on stop) would kill them at the instant this process starts removing
-    the application; removing it would then wait a minute for a GCS that is gone and leave the
-    replicas and HAProxy running, holding the port. Blocked, they outlive that signal and
-    `ray.shutdown()` ends them (SIGKILL after its second of grace). SIGINT, a terminal's Ctrl-C to
-    the group, Ray already blocks in them.
+    Why blocked: the cluster's GCS and raylet share this process's group, so a SIGTERM sent to the
+    whole group (systemd's default on stop) would kill them at the instant this process starts
+    removing the application; removing it would then wait a minute for a GCS that is gone and leave
+    the replicas and HAProxy running, holding the port. Blocked, they outlive that signal, and so do
+    the workers and agents the raylet starts (they inherit its mask; Serve stops its replicas and
+    HAProxy by other means). `ray.shutdown()` ends them: a SIGTERM, then SIGKILL after a second of
+    grace each, some 4 s in all. SIGINT, a terminal's Ctrl-C to the group, Ray already blocks there.
     """
     import ray
 
+    if signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set()):
+        raise RuntimeError("the local cluster must start with SIGTERM blocked")
     os.environ.update(environment)
-    with _sigterm_blocked():
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
-
-
-@contextlib.contextmanager
-def _sigterm_blocked() -> Iterator[None]:
-    """SIGTERM held back in this thread, and so in the processes it starts meanwhile."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
 
 
 def _local_environment(settings: Settings, haproxy_folder: str | None) -> dict[str, str]:
@@ -148,14 +148,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(local: bool) -> None:
+def _stop(local: bool, serving: bool) -> None:
+    """Remove the application and leave Ray; `serving`: Serve may have been started (else only
+    the connection to Ray, or the local cluster, is ended)."""
     import ray
     from ray import serve
 
     try:
-        serve.delete(APP_NAME)
-        if local or not serve.status().applications:
-            serve.shutdown()
+        if serving:
+            serve.delete(APP_NAME)
+            if local or not serve.status().applications:
+                serve.shutdown()
     finally:
         ray.shutdown()
 

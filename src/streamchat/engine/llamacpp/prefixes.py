@@ -20,8 +20,9 @@ MIN_REUSE = 8  # a shorter shared prefix is not worth the bookkeeping
 # evicted least recently used first, so a round of more chats than slots, each back in turn, finds
 # none of them: with 4 slots, 16 streams over 8 prompts (bench.run) prefilled every prompt anew
 # (TTFT p50 526 ms against 193 ms with 16; docs/ARCHITECTURE.md). Each slot is one more stream of
-# address space, touched once by llama.cpp's zeroing at start; their cells stay under a quarter of
-# the cache budget.
+# address space, touched once by llama.cpp's zeroing at start; where pages are handed back, their
+# cells stay under a quarter of the cache budget. The factory parks no more chats than rows (4 at
+# least).
 PARK_SLOTS = 16
 
 
