@@ -124,12 +124,18 @@ def replica_pids() -> list[int]:
     return pids
 
 
+def stat_fields(pid: int | str) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (which may hold spaces): state first,
+    then the parent's id, ..., user and system CPU ticks at 11 and 12."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def busiest(pids: list[int], seconds: float = 0.5) -> int:
     """The process among `pids` that used the most CPU over `seconds`: the one generating. Asked over
     HTTP, a load balancer that prefers the least busy replica would never show the busy one."""
 
     def ticks(pid: int) -> int:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat_fields(pid)
         return int(fields[11]) + int(fields[12])
 
     before = {pid: ticks(pid) for pid in pids}
@@ -315,7 +321,7 @@ def process_tree(root: int) -> set[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents[int(entry.name)] = int(stat_fields(entry.name)[1])
             except (OSError, ValueError):
                 continue
     tree, grew = {root}, True
@@ -328,7 +334,7 @@ def process_tree(root: int) -> set[int]:
 
 def alive(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return stat_fields(pid)[0] != "Z"
     except OSError:
         return False
 
