@@ -146,10 +146,9 @@ def _llamacpp_engine(settings: Settings) -> _Built:
         raise RuntimeError("engine=llamacpp needs llama-cpp-python (pip install 'llama-cpp-python>=0.3.8,<0.4')")
     from streamchat.engine.llamacpp.loader import load_gguf
     from streamchat.engine.llamacpp.prefixes import PARK_SLOTS
-
-    loaded = load_gguf(settings.model, settings.cache_dir, settings.max_model_len, settings.log_level == "debug")
     from streamchat.engine.llamacpp.runner import LLAMA_MAX_SEQ
 
+    loaded = load_gguf(settings.model, settings.cache_dir, settings.max_model_len, settings.log_level == "debug")
     # no more parked chats than rows (4 at least), within llama.cpp's sequence ids
     fits = min(PARK_SLOTS, max(4, settings.max_num_seqs), LLAMA_MAX_SEQ - settings.max_num_seqs)
     park_slots = max(0, fits) if settings.prefix_reuse else 0
